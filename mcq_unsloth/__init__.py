@@ -1,0 +1,10 @@
+"""mcq-unsloth: fine-tune LLMs on multiple-choice questions on one GPU.
+
+Importing the package is cheap and has no side effects: torch, transformers and Unsloth load only when a
+model is loaded.
+"""
+
+from .data import DataError, Question, load_questions
+
+__version__ = "0.1.0"
+__all__ = ["DataError", "Question", "load_questions", "__version__"]

@@ -1,0 +1,229 @@
+"""The ``mcq-unsloth`` command line. Only click is imported at start-up, so ``--help`` is instant; each
+command imports what it needs. User mistakes (bad files, bad recipes, existing outputs) end with one readable
+line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn the exceptions that are the user's to fix into :class:`UserError` (one line, exit code 2)."""
+    from .config import ConfigError
+    from .data import DataError
+    from .models import ModelLoadError
+    from .recipes import RecipeNotFound
+
+    try:
+        yield
+    except (DataError, ConfigError, RecipeNotFound, ModelLoadError, FileExistsError, FileNotFoundError) as error:
+        raise UserError(str(error)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcq-unsloth")
+def main():
+    """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, export."""
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+@main.group()
+def data():
+    """Check question files and make synthetic ones."""
+
+
+@data.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line: rows, labelled, answers.")
+def data_check(file, as_json):
+    """Validate FILE (CSV, TSV, JSONL or Parquet) and summarize it."""
+    from .data import load_questions, summarize
+
+    with _user_errors():
+        questions = load_questions(file)
+    summary = summarize(questions)
+    option_counts = sorted({len(q.options) for q in questions})
+    click.echo(f"{file}: {summary['rows']} questions, {'/'.join(map(str, option_counts))} options each, "
+               f"{'labelled' if summary['labelled'] else 'unlabelled (a set to predict)'}")
+    if summary["labelled"]:
+        total = summary["rows"]
+        click.echo("answers: " + "  ".join(f"{k} {v} ({v / total:.0%})" for k, v in summary["answers"].items()))
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--n", "count", type=click.IntRange(min=1), default=400, show_default=True,
+              help="Number of questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kinds", default=None, help="Comma-separated kinds (match,lookup,arith,compare,count); "
+                                            "default all.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def data_synth(out, count, seed, kinds, overwrite):
+    """Write COUNT synthetic, learnable Chinese questions to OUT (.csv, .tsv or .jsonl)."""
+    from .data import write_questions
+    from .synth import synth_questions
+
+    if Path(out).exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    try:
+        questions = synth_questions(count, seed, kinds.split(",") if kinds else None)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    write_questions(questions, out)
+    click.echo(f"wrote {len(questions)} questions to {out}")
+
+
+# --- recipes ----------------------------------------------------------------------------------------
+
+class _RecipeGroup(click.Group):
+    """``recipe NAME ...`` is short for ``recipe run NAME ...``."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage(ctx.command_path, "NAME [--set KEY=VALUE ...] [--out DIR] | COMMAND ...")
+
+
+@main.group(cls=_RecipeGroup)
+def recipe():
+    """Run a named recipe (recipe NAME), or list, show and copy recipes."""
+
+
+@recipe.command("list")
+def recipe_list():
+    """List the shipped recipes."""
+    from .recipes import describe, shipped_recipes
+
+    recipes = shipped_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        click.echo(f"{name:<{width}}  {describe(path).removeprefix(name + ':').strip()}")
+
+
+@recipe.command("show")
+@click.argument("name")
+@click.option("--resolved", is_flag=True, help="Print the full configuration with defaults filled in.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+def recipe_show(name, resolved, overrides):
+    """Print recipe NAME (a shipped name or a path)."""
+    from .config import dump_yaml, load_config
+    from .recipes import find_recipe
+
+    with _user_errors():
+        path = find_recipe(name)
+        if resolved or overrides:
+            click.echo(dump_yaml(load_config(path, list(overrides))), nl=False)
+        else:
+            click.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
+@recipe.command("cp")
+@click.argument("name")
+@click.argument("dest", type=click.Path())
+@click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
+def recipe_cp(name, dest, overwrite):
+    """Copy recipe NAME to DEST to edit it."""
+    from .recipes import copy_recipe
+
+    with _user_errors():
+        click.echo(f"copied to {copy_recipe(name, dest, overwrite)}")
+
+
+@recipe.command("run")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set train.learning_rate=1e-4 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
+def recipe_run(name, overrides, out, resume, overwrite):
+    """Run recipe NAME: defaults < recipe YAML < --set."""
+    from .config import dump_yaml, load_config
+    from .recipes import find_recipe
+    from .runs import latest_checkpoint, prepare_run_dir, record_run
+
+    with _user_errors():
+        path = find_recipe(name)
+        config = load_config(path, list(overrides))
+        run_dir = prepare_run_dir(out or Path("runs") / path.stem, overwrite=overwrite, resume=resume)
+        record_run(run_dir, config, str(path), resume=resume)
+        click.echo(dump_yaml(config), err=True)
+        start = time.perf_counter()
+        try:
+            result = _run_task(config, run_dir, resume)
+        except KeyboardInterrupt:
+            last = latest_checkpoint(run_dir / "checkpoints")
+            click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
+                       f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
+                       + "".join(f" --set {o}" for o in overrides), err=True)
+            sys.exit(130)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+def _run_task(config, run_dir: Path, resume: bool) -> dict:
+    if config.task == "sft":
+        from .sft import train_sft
+
+        return train_sft(config, run_dir, resume=resume)
+    raise UserError(f"task {config.task!r} has no runner")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--arch", type=click.Choice(["qwen2", "llama"]), default="qwen2", show_default=True)
+@click.option("--layers", type=click.IntRange(1, 12), default=2, show_default=True)
+@click.option("--hidden", type=click.IntRange(64, 1024), default=64, show_default=True,
+              help="Hidden size (a multiple of 16).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
+def tiny(out, arch, layers, hidden, seed, overwrite):
+    """Write a tiny random model and tokenizer to OUT (an HF folder, seconds on CPU)."""
+    from .runs import prepare_run_dir
+    from .tiny import build_tiny_model
+
+    if hidden % 16:
+        raise UserError(f"--hidden {hidden} is not a multiple of 16")
+    with _user_errors():
+        prepare_run_dir(out, overwrite=overwrite)
+    build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
+    click.echo(f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the run folder if it holds an earlier demo.")
+def demo(out, overwrite):
+    """The main job on the embedded default: build the tiny model and score it on held-out questions.
+
+    Ends with one JSON line: accuracy_before, accuracy_shipped, backend, seconds, run_dir."""
+    from .demo import run_demo
+
+    with _user_errors():
+        result = run_demo(Path(out), overwrite)
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

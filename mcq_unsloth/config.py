@@ -1,0 +1,349 @@
+"""Typed recipe configuration: one dataclass per concern, validated on load.
+
+Precedence is defaults < recipe YAML < ``--set a.b=value``. Unknown keys are errors naming the nearest
+valid key, and every problem in a recipe is reported at once in one :class:`ConfigError`. Field names follow
+TRL, PEFT and Unsloth (``per_device_train_batch_size``, ``r``, ``lora_alpha``) so their docs apply as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .prompts import PromptConfig
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(ValueError):
+    """Everything wrong with a configuration, one problem per line."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        head = f"{source}: " if source else ""
+        super().__init__(head + f"{len(problems)} problem(s) in the configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _choice(default: str, *choices: str, doc: str = ""):
+    return field(default=default, metadata={"choices": choices, "doc": doc})
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how.
+
+    ``name`` is a Hub id, a local folder (a base model, a merged model or a LoRA adapter folder), or
+    ``tiny:qwen2`` / ``tiny:llama`` for a tiny random model built on the spot (tests, smoke runs).
+    """
+
+    name: str = "Qwen/Qwen2.5-7B-Instruct"
+    backend: str = _choice("auto", "auto", "unsloth", "hf",
+                           doc="unsloth: FastLanguageModel; hf: transformers + bitsandbytes + PEFT; auto: "
+                               "unsloth when it imports")
+    max_seq_length: int = 512
+    load_in_4bit: bool = True
+    dtype: str = _choice("auto", "auto", "bfloat16", "float16", "float32")
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.max_seq_length < 16:
+            found.append(f"model.max_seq_length: {self.max_seq_length} is too short (at least 16)")
+        if self.name.startswith("tiny:") and self.name[5:] not in ("qwen2", "llama"):
+            found.append(f"model.name: {self.name!r}: tiny models are 'tiny:qwen2' or 'tiny:llama'")
+        return found
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter settings, with PEFT's field names."""
+
+    r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    bias: str = _choice("none", "none", "all", "lora_only")
+    use_rslora: bool = False
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.r < 1:
+            found.append(f"lora.r: must be at least 1, got {self.r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            found.append(f"lora.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if not self.target_modules:
+            found.append("lora.target_modules: name at least one module, e.g. q_proj")
+        return found
+
+
+@dataclass
+class DataConfig:
+    """Where questions come from and how they are split.
+
+    ``train`` is a file path, ``shipped:NAME`` for a file in the package's ``data/`` folder, or
+    ``synth:N`` for N generated synthetic questions (seeded by ``seed``). Without ``validation``, a seeded
+    ``val_fraction`` of ``train`` is held out. ``subset`` keeps a seeded, answer-stratified share of train.
+    """
+
+    train: str | None = None
+    validation: str | None = None
+    val_fraction: float = 0.1
+    subset: float = 1.0
+    seed: int = 42
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 0.0 <= self.val_fraction < 1.0:
+            found.append(f"data.val_fraction: must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.subset <= 1.0:
+            found.append(f"data.subset: must be in (0, 1], got {self.subset}")
+        for name in ("train", "validation"):
+            value = getattr(self, name)
+            if value and value.startswith("synth:") and not value[6:].isdigit():
+                found.append(f"data.{name}: {value!r}: write synth:N with N a number of questions")
+        return found
+
+
+@dataclass
+class TrainConfig:
+    """Trainer settings, passed to TRL under the same names."""
+
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: float = 0.03  # below 1: a fraction of all steps (transformers 5 semantics)
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    logging_steps: int = 10
+    eval_steps: int = 100
+    save_steps: int = 100
+    save_total_limit: int | None = 3
+    load_best_model_at_end: bool = False
+    metric_for_best_model: str = "eval_loss"
+    gradient_checkpointing: bool = True
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    seed: int = 42
+
+    def problems(self) -> list[str]:
+        found = []
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "eval_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                found.append(f"train.{name}: must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            found.append(f"train.learning_rate: must be positive, got {self.learning_rate}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            found.append("train: set num_train_epochs > 0 or max_steps > 0")
+        if self.load_best_model_at_end and self.save_steps % self.eval_steps:
+            found.append(f"train.save_steps ({self.save_steps}) must be a multiple of eval_steps "
+                         f"({self.eval_steps}) when load_best_model_at_end is true")
+        return found
+
+
+@dataclass
+class Config:
+    """A whole recipe."""
+
+    task: str = _choice("sft", "sft", doc="what running the recipe does")
+    version: int = 1
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def problems(self) -> list[str]:
+        return []
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Read a recipe YAML, apply ``a.b=value`` overrides, and validate. Raises :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"a recipe is a mapping of sections, got {type(data).__name__}"], str(path))
+    return from_dict(data, overrides, source=str(path))
+
+
+def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | None = None) -> Config:
+    """Build and validate a :class:`Config` from plain data plus ``a.b=value`` overrides.
+
+    >>> from_dict({"lora": {"r": 8}}, ["train.learning_rate=1e-4"]).lora.r
+    8
+    >>> from_dict({"lora": {"rank": 8}})
+    Traceback (most recent call last):
+    ...
+    mcq_unsloth.config.ConfigError: 1 problem(s) in the configuration:
+      - lora.rank: unknown key; did you mean 'lora.r'?
+    """
+    problems: list[str] = []
+    data = _deep_copy(data)
+    for override in overrides:
+        problems += _apply_override(data, override)
+    config, found = _build(Config, data, "")
+    problems += found
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The configuration as plain data, in field order (what is saved as a run's ``config.yaml``)."""
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def valid_keys(cls=Config, prefix: str = "") -> list[str]:
+    """Every settable dotted key, e.g. ``lora.r``."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys += valid_keys(hint, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+# --- building and checking ----------------------------------------------------------------------------
+
+def _build(cls, data: Any, prefix: str):
+    if not isinstance(data, dict):
+        return cls(), [f"{prefix.rstrip('.') or 'recipe'}: expected a mapping of keys, got {data!r}"]
+    problems: list[str] = []
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            problems.append(_unknown(prefix + str(key), [prefix + n for n in names]))
+            continue
+        f = next(f for f in dataclasses.fields(cls) if f.name == key)
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key], found = _build(hint, value, f"{prefix}{key}.")
+            problems += found
+            continue
+        converted, problem = _convert(value, hint)
+        if problem:
+            problems.append(f"{prefix}{key}: {problem}")
+            continue
+        choices = f.metadata.get("choices")
+        if choices and converted not in choices:
+            problems.append(f"{prefix}{key}: {converted!r} is not one of {list(choices)}")
+            continue
+        kwargs[key] = converted
+    instance = cls(**kwargs)
+    if not problems:
+        problems += instance.problems()
+    return instance, problems
+
+
+def _convert(value: Any, hint) -> tuple[Any, str | None]:
+    """Check ``value`` against a field's type, converting where YAML is ambiguous (``2e-4`` is a string)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None, None
+        return _convert(value, args[0])
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            return None, f"expected a list, got {value!r}"
+        (item,) = typing.get_args(hint)
+        out = []
+        for v in value:
+            converted, problem = _convert(v, item)
+            if problem:
+                return None, problem
+            out.append(converted)
+        return out, None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value, None
+        return None, f"expected true or false, got {value!r}"
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value, None
+        if isinstance(value, float) and value.is_integer():
+            return int(value), None
+        return None, f"expected a whole number, got {value!r}"
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value), None
+        if isinstance(value, str):
+            try:
+                return float(value), None
+            except ValueError:
+                pass
+        return None, f"expected a number, got {value!r}"
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value), None
+        return None, f"expected text, got {value!r}"
+    raise TypeError(f"unsupported config type {hint}")
+
+
+def _apply_override(data: dict[str, Any], override: str) -> list[str]:
+    key, sep, raw = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        return [f"--set {override!r}: write --set section.key=value, e.g. --set train.learning_rate=1e-4"]
+    if key not in valid_keys():
+        return [_unknown(key, valid_keys(), f"--set {key}")]
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[leaf] = value
+    return []
+
+
+def _unknown(key: str, valid: list[str], label: str | None = None) -> str:
+    """The message for an unknown key, naming the nearest valid one.
+
+    >>> _unknown("train.lr", valid_keys()), _unknown("train.batch_size", valid_keys())
+    ("train.lr: unknown key; did you mean 'train.learning_rate'?", "train.batch_size: unknown key; did you mean 'train.per_device_train_batch_size'?")
+    """
+    section, _, leaf = key.rpartition(".")
+    siblings = [k for k in valid if k.rpartition(".")[0] == section]
+    close = (
+        # An abbreviation (lr -> learning_rate), then a key that contains it (batch_size), then spelling.
+        [k for k in siblings if "".join(w[0] for w in k.rpartition(".")[2].split("_")) == leaf]
+        or [k for k in siblings if leaf and leaf in k.rpartition(".")[2]]
+        or difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    )
+    return f"{label or key}: unknown key" + (f"; did you mean '{close[0]}'?" if close else "")
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data

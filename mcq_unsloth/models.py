@@ -1,0 +1,181 @@
+"""Loading a model and tokenizer through one of two backends. The only module that imports Unsloth.
+
+``unsloth``: ``FastLanguageModel.from_pretrained(load_in_4bit=...)`` and ``get_peft_model`` with
+``use_gradient_checkpointing="unsloth"`` (fused kernels on GPU; Unsloth's CPU backend elsewhere).
+``hf``: transformers + bitsandbytes NF4 double-quant + ``prepare_model_for_kbit_training`` + PEFT LoRA, the
+vanilla path the contest scripts use and the baseline of every benchmark. ``auto`` picks unsloth when it
+imports. Unsloth must be imported before trl and transformers, so every run calls :func:`resolve_backend`
+before it touches either.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import LoraConfig, ModelConfig
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded, with what to do about it."""
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    backend: str
+
+
+def unsloth_status() -> str | None:
+    """None when Unsloth imports and can run here, else why not. Imports Unsloth (a few seconds)."""
+    if "unsloth" in sys.modules:
+        return None
+    try:
+        import unsloth  # noqa: F401  (imported for its patches: it must come before trl/transformers)
+    except ImportError as error:
+        return f"unsloth is not installed ({error})"
+    except (NotImplementedError, RuntimeError) as error:
+        # Releases before 2026.10.9 raise when no GPU is present.
+        return f"unsloth cannot run here ({error})"
+    return None
+
+
+def resolve_backend(name: str) -> str:
+    """``unsloth`` or ``hf`` for a configured backend name; imports Unsloth when it is the one."""
+    if name == "hf":
+        return "hf"
+    reason = unsloth_status()
+    if reason is None:
+        return "unsloth"
+    if name == "unsloth":
+        raise ModelLoadError(f"backend 'unsloth' is unavailable: {reason}. Install it as the README says, "
+                             f"or use --set model.backend=hf")
+    return "hf"
+
+
+def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path | None = None,
+               backend: str | None = None, gradient_checkpointing: bool = True) -> Loaded:
+    """Load ``path`` (default ``model.name``) with LoRA adapters ready to train, or for inference if ``lora``
+    is None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter."""
+    backend = backend or resolve_backend(model.backend)
+    source = str(path or model.name)
+    _check_reachable(source)
+    try:
+        loaded = (_load_unsloth if backend == "unsloth" else _load_hf)(source, model, lora,
+                                                                       gradient_checkpointing)
+    except OSError as error:
+        # What transformers raises for a Hub id it can neither find in the cache nor download.
+        raise ModelLoadError(
+            f"cannot load model {source!r}: {error}\nWithout network access, point to a local copy with "
+            f"--set model.name=LOCAL_PATH, or try the CPU recipe 'smoke'") from None
+    tokenizer = loaded.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return loaded
+
+
+def model_source(name: str, run_dir: Path) -> str:
+    """The folder or Hub id to load for a configured model name; ``tiny:ARCH`` builds a tiny random model in
+    ``run_dir/tiny-base`` (once: a resumed run reuses it)."""
+    if not name.startswith("tiny:"):
+        return name
+    from .tiny import build_tiny_model
+
+    folder = run_dir / "tiny-base"
+    if not (folder / "config.json").is_file():
+        build_tiny_model(folder, name[5:])
+    return str(folder)
+
+
+def adapter_base(folder: str | Path) -> str | None:
+    """The base model an adapter folder was trained from, or None if ``folder`` is not an adapter."""
+    config = Path(folder) / "adapter_config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+
+
+def torch_dtype(name: str):
+    """The torch dtype for a config's ``dtype``: ``auto`` is bf16 on a GPU that has it, fp16 on other
+    GPUs, fp32 on CPU."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool) -> Loaded:
+    from unsloth import FastLanguageModel
+
+    checkpointing = "unsloth" if checkpointing else False
+    net, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=source, max_seq_length=model.max_seq_length, load_in_4bit=model.load_in_4bit,
+        dtype=None if model.dtype == "auto" else torch_dtype(model.dtype),
+        use_gradient_checkpointing=checkpointing,
+    )
+    is_adapter = adapter_base(source) is not None
+    if lora is not None and not is_adapter:
+        net = FastLanguageModel.get_peft_model(
+            net, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+            target_modules=lora.target_modules, bias=lora.bias, use_rslora=lora.use_rslora,
+            use_gradient_checkpointing=checkpointing, random_state=3407,
+        )
+    if lora is None:
+        FastLanguageModel.for_inference(net)
+    return Loaded(net, tokenizer, "unsloth")
+
+
+def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool) -> Loaded:
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    base = adapter_base(source)
+    dtype = torch_dtype(model.dtype)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    ) if model.load_in_4bit else None
+    device_map = "auto" if torch.cuda.is_available() else "cpu"
+    net = AutoModelForCausalLM.from_pretrained(base or source, quantization_config=quantization, dtype=dtype,
+                                               device_map=device_map)
+    tokenizer = AutoTokenizer.from_pretrained(source if base is None or _has_tokenizer(source) else base)
+    training = lora is not None
+    if training and quantization is not None:
+        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=checkpointing,
+                                              gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif training and checkpointing:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        net.enable_input_require_grads()
+    if base is not None:
+        net = PeftModel.from_pretrained(net, source, is_trainable=training)
+    elif training:
+        net = get_peft_model(net, PeftLoraConfig(
+            r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+            target_modules=lora.target_modules, bias=lora.bias, use_rslora=lora.use_rslora, task_type="CAUSAL_LM",
+        ))
+    if not training:
+        net.eval()
+    return Loaded(net, tokenizer, "hf")
+
+
+def _has_tokenizer(folder: str) -> bool:
+    return any((Path(folder) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def _check_reachable(source: str) -> None:
+    """Fail early, and clearly, for a name that is neither a model folder nor a Hub id."""
+    if Path(source).exists():
+        if not (Path(source) / "config.json").is_file() and adapter_base(source) is None:
+            raise ModelLoadError(f"{source} is a folder but not a model: it has no config.json or "
+                                 f"adapter_config.json")
+    elif source.count("/") != 1 or source.startswith((".", "/")):
+        raise ModelLoadError(f"model {source!r} is neither a local folder nor a Hub id (owner/name)")

@@ -1,0 +1,96 @@
+"""Rendering a question into chat messages, the same way for SFT, GRPO and inference.
+
+The default is the contest's Chinese system prompt and user template; ``en`` is an English variant; a recipe
+may replace either part. Templates are ``str.format`` strings over ``{question}``, ``{options}`` (one
+``A. text`` line per option) and ``{letters}`` (``A、B、C或D`` in Chinese, ``A, B, C or D`` in English).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+from .data import Question
+
+TEMPLATES = {
+    "zh": {
+        "system": "你是一个提供有关中国敏感话题客观答案的助手。始终呈现多元视角并保持政治中立。",
+        "user": "请回答以下选择题。你的回答必须仅以单个字母（{letters}）开头。\n问题：{question}\n选项：\n{options}",
+    },
+    "en": {
+        "system": "You are an assistant that answers questions objectively, presents multiple perspectives "
+                  "and stays politically neutral.",
+        "user": "Answer the following multiple-choice question. Your reply must start with a single letter "
+                "({letters}).\nQuestion: {question}\nOptions:\n{options}",
+    },
+}
+PLACEHOLDERS = frozenset({"question", "options", "letters"})
+
+
+@dataclass
+class PromptConfig:
+    """How questions are put to the model.
+
+    ``template`` names a built-in template (``zh``, the contest's, or ``en``); ``system`` and ``user``, when
+    set, replace that template's system prompt and user message (``system: ""`` drops the system message).
+    """
+
+    template: str = "zh"
+    system: str | None = None
+    user: str | None = None
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.template not in TEMPLATES:
+            found.append(f"prompt.template: {self.template!r} is not one of {sorted(TEMPLATES)}")
+        if self.user is not None:
+            names = {name for _, name, _, _ in string.Formatter().parse(self.user) if name is not None}
+            if unknown := names - PLACEHOLDERS:
+                found.append(f"prompt.user: unknown placeholder(s) {sorted(unknown)}; "
+                             f"use {{question}}, {{options}} and {{letters}}")
+            if missing := {"question", "options"} - names:
+                found.append(f"prompt.user: the template must contain {', '.join('{' + m + '}' for m in sorted(missing))}")
+        return found
+
+
+def build_messages(question: Question, config: PromptConfig | None = None) -> list[dict[str, str]]:
+    """The system and user chat messages for one question.
+
+    >>> q = Question("1", "1+1等于几？", {"A": "1", "B": "2"}, "B")
+    >>> print(build_messages(q)[1]["content"])
+    请回答以下选择题。你的回答必须仅以单个字母（A或B）开头。
+    问题：1+1等于几？
+    选项：
+    A. 1
+    B. 2
+    >>> build_messages(q, PromptConfig("en", system=""))[0]["content"][:28]
+    'Answer the following multipl'
+    """
+    config = config or PromptConfig()
+    template = TEMPLATES[config.template]
+    system = template["system"] if config.system is None else config.system
+    user = template["user"] if config.user is None else config.user
+    letters = list(question.options)
+    zh = config.template == "zh"
+    joined = _join_letters(letters, "、", "或") if zh else _join_letters(letters, ", ", " or ")
+    content = user.format(
+        question=question.question,
+        options="\n".join(f"{letter}. {text}" for letter, text in question.options.items()),
+        letters=joined,
+    )
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": content}]
+
+
+def render_prompt(tokenizer, question: Question, config: PromptConfig | None = None) -> str:
+    """The text the model sees before it answers: the chat template with the assistant turn opened."""
+    return tokenizer.apply_chat_template(build_messages(question, config), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def _join_letters(letters: list[str], separator: str, last: str) -> str:
+    """
+    >>> _join_letters(list("ABCD"), "、", "或"), _join_letters(list("AB"), ", ", " or ")
+    ('A、B、C或D', 'A or B')
+    """
+    return separator.join(letters[:-1]) + last + letters[-1]

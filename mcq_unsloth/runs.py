@@ -1,0 +1,114 @@
+"""Run folders: created without overwriting anything, and recording what produced them.
+
+Each run folder holds ``config.yaml`` (the resolved recipe) and ``run.json`` (recipe, command line, library
+versions, the mcq-unsloth git commit, start time), written before training starts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from .config import Config, dump_yaml, to_dict
+
+LIBRARIES = ("mcq-unsloth", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
+             "unsloth", "unsloth_zoo")
+
+
+class RunExists(FileExistsError):
+    pass
+
+
+def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``path`` for a new run. An existing non-empty folder is an error unless resuming it, or
+    unless ``overwrite`` is set, which deletes it first."""
+    path = Path(path)
+    if resume:
+        if not path.is_dir():
+            raise RunExists(f"cannot resume {path}: there is no such run folder")
+        return path
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RunExists(f"{path} already holds a run; pass --resume to continue it, --overwrite to "
+                            f"replace it, or --out for another folder")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False) -> None:
+    """Write ``config.yaml`` and ``run.json`` into the run folder. Resuming appends to ``run.json`` and
+    requires the configuration the run started with."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if resume:
+        _check_same_config(run_dir, config)
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        record.setdefault("resumed", []).append({"at": now, "command": sys.argv, "git_commit": git_commit()})
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
+    (run_dir / "config.yaml").write_text(f"# resolved from recipe {recipe}\n" + dump_yaml(config),
+                                         encoding="utf-8")
+    record = {
+        "recipe": recipe,
+        "command": sys.argv,
+        "started": now,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+    }
+    (run_dir / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _check_same_config(run_dir: Path, config: Config) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise RunExists(f"cannot resume {run_dir}: it has no config.yaml, so it is not a run folder")
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    current = to_dict(config)
+    changed = [f"{section}.{key}" for section, values in current.items() if isinstance(values, dict)
+               for key, value in values.items() if (saved.get(section) or {}).get(key) != value]
+    changed += [key for key, value in current.items() if not isinstance(value, dict) and saved.get(key) != value]
+    if changed:
+        raise RunExists(f"cannot resume {run_dir} with different settings ({', '.join(changed)}); resume with the "
+                        f"run's own settings, or start a new run with --out")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the mcq-unsloth checkout this code runs from (``+dirty`` if changed), or None."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        top, commit = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=source,
+                                     capture_output=True, text=True, check=True).stdout.split()
+        if Path(top).resolve() != source:
+            return None  # an installed wheel inside some other repository's tree
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def latest_checkpoint(folder: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``folder``: the trainer writes ``trainer_state.json`` last, so a
+    checkpoint cut short by Ctrl-C or a crash is skipped."""
+    if not folder.is_dir():
+        return None
+    complete = [p for p in folder.glob("checkpoint-*")
+                if p.name[11:].isdigit() and (p / "trainer_state.json").is_file()]
+    return str(max(complete, key=lambda p: int(p.name[11:]))) if complete else None

@@ -1,0 +1,106 @@
+"""Supervised fine-tuning with the loss on the answer only: TRL's ``SFTTrainer`` on prompt-completion data.
+
+Each question becomes ``{"prompt": [system, user], "completion": [assistant: "B"]}``; TRL renders both with
+the chat template and labels every prompt token -100 (``completion_only_loss``). Evaluation adds MCQ accuracy
+from letter scoring on the validation questions next to the eval loss.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import Config
+from .data import DataError, Question
+from .models import load_model, model_source, resolve_backend
+from .prompts import build_messages
+from .runs import latest_checkpoint
+from .splits import load_splits
+
+
+def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Run SFT as ``config`` says, writing checkpoints, the adapter and curves into ``run_dir``."""
+    backend = resolve_backend(config.model.backend)  # imports Unsloth, when used, before trl/transformers
+    from trl import SFTConfig, SFTTrainer
+
+    from .callbacks import McqAccuracy
+
+    train_questions, val_questions = load_splits(config.data)
+    loaded = load_model(config.model, config.lora, path=model_source(config.model.name, run_dir),
+                        backend=backend, gradient_checkpointing=config.train.gradient_checkpointing)
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        max_length=config.model.max_seq_length,
+        completion_only_loss=True,
+        eval_strategy="steps" if val_questions else "no",
+        save_strategy="steps",
+        gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
+        bf16=_use_bf16(config, loaded.model),
+        fp16=False,
+        dataloader_num_workers=0,
+        **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
+    )
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=_prompt_completion(train_questions, config),
+        eval_dataset=_prompt_completion(val_questions, config) if val_questions else None,
+        processing_class=loaded.tokenizer,
+        callbacks=[McqAccuracy(val_questions, config.prompt)] if val_questions else [],
+    )
+    _check_every_example_kept(trainer.train_dataset, train_questions, config)
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    adapter_dir = run_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    loaded.tokenizer.save_pretrained(str(adapter_dir))
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _prompt_completion(questions: list[Question], config: Config):
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"id": q.id, "prompt": build_messages(q, config.prompt),
+         "completion": [{"role": "assistant", "content": q.answer}]}
+        for q in questions
+    ])
+
+
+def _check_every_example_kept(prepared, questions: list[Question], config: Config) -> None:
+    """TRL drops examples whose answer was cut off by ``max_length``; training on fewer than asked, silently,
+    is worse than stopping."""
+    kept = set(prepared["id"])
+    lost = [q for q in questions if q.id not in kept]
+    if lost:
+        q = lost[0]
+        raise DataError(config.data.train, f"{len(lost)} example(s) have no answer token left after truncating "
+                        f"to model.max_seq_length={config.model.max_seq_length}, first id {q.id!r}",
+                        row=q.row or None, fix="raise model.max_seq_length or shorten the question")
+
+
+def _use_bf16(config: Config, model) -> bool:
+    import torch
+
+    if config.model.dtype in ("float16", "float32"):
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from) -> dict:
+    from .plots import plot_curves
+
+    with (run_dir / "history.jsonl").open("w", encoding="utf-8") as out:
+        for row in history:
+            out.write(json.dumps(row) + "\n")
+    plot_curves(history, run_dir / "train_curves.png", [
+        ("loss", ["loss", "eval_loss"]), ("MCQ accuracy (validation)", ["eval_accuracy"]),
+        ("learning rate", ["learning_rate"]),
+    ], title=f"SFT {run_dir.name}")
+    last = lambda key: next((row[key] for row in reversed(history) if key in row), None)  # noqa: E731
+    return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
+            "steps": max((row.get("step", 0) for row in history), default=0),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "train_loss": last("train_loss"), "eval_loss": last("eval_loss"), "eval_accuracy": last("eval_accuracy")}

@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny model built once per session, offline and on CPU."""
+
+import os
+
+import pytest
+
+# No test may reach a hub: everything is built here.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    # As in the CLI, Unsloth is imported before transformers, or it warns and patches too late.
+    from mcq_unsloth.models import unsloth_status
+
+    config.unsloth_reason = unsloth_status()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from mcq_unsloth.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def needs_unsloth(pytestconfig):
+    if pytestconfig.unsloth_reason:
+        pytest.skip(pytestconfig.unsloth_reason)

@@ -1,0 +1,111 @@
+"""The command line: fast --help everywhere, one readable line and exit 2 for user mistakes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from mcq_unsloth.cli import main
+
+COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
+            ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"]]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "main")
+def test_every_help(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from mcq_unsloth.cli import main\n"
+            "try: main(['recipe', '--help'])\nexcept SystemExit: pass\n"
+            "print(sorted({'torch', 'transformers', 'trl', 'unsloth', 'pyarrow'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("[]")
+
+
+def test_data_check_summary_and_json(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("question,A,B,C,D,answer\nq1,a,b,c,d,A\nq2,a,b,c,d,（C）\nq3,a,b,c,d,c\n", encoding="utf-8")
+    result = run("data", "check", path, "--json")
+    assert result.exit_code == 0, result.output
+    assert "3 questions" in result.output
+    assert json.loads(result.output.strip().splitlines()[-1]) == {
+        "rows": 3, "labelled": True, "answers": {"A": 1, "B": 0, "C": 2, "D": 0}}
+
+
+def test_data_check_unlabelled(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"id": "a", "question": "q", "choices": ["x", "y"]}\n', encoding="utf-8")
+    result = run("data", "check", path, "--json")
+    assert json.loads(result.output.strip().splitlines()[-1]) == {"rows": 1, "labelled": False}
+
+
+def test_data_check_invalid_file_is_one_line_exit_2(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("question,A,B,C,D,answer\nq1,a,b,c,d,A\nq2,a,b,c,d,E\n", encoding="utf-8")
+    result = run("data", "check", path)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.strip()]
+    assert "bad.csv" in line and "data row 2" in line and "column 'answer'" in line and "Fix:" in line
+
+
+def test_data_check_in_a_real_process(tmp_path):
+    """No traceback reaches the terminal, outside click's test runner too."""
+    path = tmp_path / "bad.tsv"
+    path.write_text("题目\tA\tB\t答案\n问题\t甲\t乙\tZ\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "mcq_unsloth.cli", "data", "check", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "data row 1" in proc.stderr
+
+
+def test_data_synth_writes_and_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "synth.csv"
+    assert run("data", "synth", out, "--n", 12, "--seed", 3).exit_code == 0
+    check = run("data", "check", out, "--json")
+    assert json.loads(check.output.strip().splitlines()[-1])["answers"] == {"A": 3, "B": 3, "C": 3, "D": 3}
+    again = run("data", "synth", out, "--n", 12)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert run("data", "synth", out, "--kinds", "riddle", "--overwrite").exit_code == 2
+
+
+def test_recipe_list_show_cp(tmp_path):
+    listing = run("recipe", "list")
+    assert listing.exit_code == 0 and "smoke" in listing.output
+    shown = run("recipe", "show", "smoke")
+    assert shown.output.startswith("# smoke:")
+    resolved = run("recipe", "show", "smoke", "--set", "lora.r=4")
+    assert "r: 4" in resolved.output and "lora_alpha" in resolved.output
+    assert run("recipe", "cp", "smoke", tmp_path).exit_code == 0
+    assert run("recipe", "cp", "smoke", tmp_path).exit_code == 2
+
+
+def test_recipe_errors_are_user_errors(tmp_path):
+    unknown = run("recipe", "smok")
+    assert unknown.exit_code == 2 and "did you mean 'smoke'" in unknown.output
+    bad_set = run("recipe", "smoke", "--set", "lora.rank=4", "--out", tmp_path / "run")
+    assert bad_set.exit_code == 2 and "did you mean 'lora.r'" in bad_set.output
+    assert not (tmp_path / "run").exists()  # nothing created for a recipe that does not validate
+
+
+def test_recipe_run_refuses_an_existing_run(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("x")
+    result = run("recipe", "smoke", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "--overwrite" in result.output and "--resume" in result.output
+
+
+def test_tiny_command(tmp_path):
+    out = tmp_path / "tiny"
+    result = run("tiny", out, "--arch", "llama", "--layers", 1)
+    assert result.exit_code == 0, result.output
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert run("tiny", out).exit_code == 2  # never overwritten without asking

@@ -1,0 +1,72 @@
+"""Tiny models and the two backends: 4-bit loading, LoRA on all seven projections, letter scoring."""
+
+import json
+
+import pytest
+
+from mcq_unsloth import Question
+from mcq_unsloth.config import LoraConfig, ModelConfig
+from mcq_unsloth.inference import letter_token_ids, score_questions
+from mcq_unsloth.models import ModelLoadError, load_model, resolve_backend
+from mcq_unsloth.synth import synth_questions
+
+
+def test_tiny_tokenizer_round_trips_chinese_and_has_single_letter_tokens(tiny_tokenizer):
+    text = "中國的首都是哪座城市？答案：B。龘"  # traditional, punctuation and a rare character
+    assert tiny_tokenizer.decode(tiny_tokenizer.encode(text, add_special_tokens=False)) == text
+    assert len(set(letter_token_ids(tiny_tokenizer, "ABCD").values())) == 4
+    assert tiny_tokenizer.eos_token == "<|im_end|>"
+
+
+def test_tiny_model_config(tiny_model_dir):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["hidden_size"] == 64 and config["num_hidden_layers"] == 2
+
+
+@pytest.mark.parametrize("backend", ["hf", "unsloth"])
+def test_backends_load_4bit_with_lora_on_every_projection(tiny_model_dir, backend, pytestconfig):
+    if backend == "unsloth" and pytestconfig.unsloth_reason:
+        pytest.skip(pytestconfig.unsloth_reason)
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), LoraConfig(r=4, lora_alpha=8))
+    assert loaded.backend == backend
+    names = {name for name, p in loaded.model.named_parameters() if p.requires_grad}
+    for projection in LoraConfig().target_modules:
+        assert any(f"{projection}.lora_A" in name for name in names), projection
+    assert all("lora_" in name for name in names)  # the base stays frozen
+    quantized = [m for m in loaded.model.modules() if type(m).__name__ == "Linear4bit"]
+    assert quantized, "expected bitsandbytes 4-bit layers"
+
+
+def test_auto_prefers_unsloth_when_it_imports(pytestconfig):
+    assert resolve_backend("auto") == ("hf" if pytestconfig.unsloth_reason else "unsloth")
+    assert resolve_backend("hf") == "hf"
+
+
+def test_unreachable_models_say_what_to_do(tmp_path):
+    with pytest.raises(ModelLoadError, match="--set model.name=LOCAL_PATH"):
+        load_model(ModelConfig(name="nobody/no-such-model", backend="hf"), None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(ModelConfig(name=str(tmp_path / "empty"), backend="hf"), None)
+    with pytest.raises(ModelLoadError, match="neither a local folder nor a Hub id"):
+        load_model(ModelConfig(name="./missing/folder/here", backend="hf"), None)
+
+
+@pytest.fixture(scope="module")
+def inference_model(tiny_model_dir):
+    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None)
+
+
+def test_batched_scores_equal_one_at_a_time(inference_model):
+    """Left padding must not change a question's letter probabilities (position ids follow the padding)."""
+    questions = synth_questions(6, seed=3, kinds=["lookup", "count", "match"])
+    questions.append(Question("long", "这是一个特别长的问题，" * 8, {"A": "甲", "B": "乙"}, "A"))
+    model, tokenizer = inference_model.model, inference_model.tokenizer
+    batched = score_questions(model, tokenizer, questions, batch_size=7)
+    for q, together in zip(questions, batched):
+        (alone,) = score_questions(model, tokenizer, [q], batch_size=1)
+        assert together.id == alone.id == q.id
+        assert list(together.probabilities) == list(q.options)
+        for letter in q.options:
+            assert together.probabilities[letter] == pytest.approx(alone.probabilities[letter], abs=1e-5)
+        assert sum(together.probabilities.values()) == pytest.approx(1.0)
