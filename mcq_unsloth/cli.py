@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -19,17 +20,22 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-@contextlib.contextmanager
-def _user_errors():
-    """Turn the exceptions that are the user's to fix into :class:`UserError` (one line, exit code 2)."""
+def _user_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions that are the user's to fix, imported only when a command needs them."""
     from .config import ConfigError
     from .data import DataError
     from .models import ModelLoadError
     from .recipes import RecipeNotFound
 
+    return DataError, ConfigError, RecipeNotFound, ModelLoadError, FileExistsError, FileNotFoundError
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Turn the exceptions that are the user's to fix into :class:`UserError` (one line, exit code 2)."""
     try:
         yield
-    except (DataError, ConfigError, RecipeNotFound, ModelLoadError, FileExistsError, FileNotFoundError) as error:
+    except _user_error_types() as error:
         raise UserError(str(error)) from None
 
 
@@ -170,6 +176,11 @@ def recipe_run(name, overrides, out, resume, overwrite):
         start = time.perf_counter()
         try:
             result = _run_task(config, run_dir, resume)
+        except _user_error_types() if not resume else ():
+            # A run that stopped on bad input before its first checkpoint leaves no folder to --overwrite.
+            if latest_checkpoint(run_dir / "checkpoints") is None:
+                shutil.rmtree(run_dir)
+            raise
         except KeyboardInterrupt:
             last = latest_checkpoint(run_dir / "checkpoints")
             click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
@@ -215,9 +226,10 @@ def tiny(out, arch, layers, hidden, seed, overwrite):
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the run folder if it holds an earlier demo.")
 def demo(out, overwrite):
-    """The main job on the embedded default: build the tiny model and score it on held-out questions.
+    """The main job on the embedded default: build a tiny model, score it on held-out questions, fine-tune it
+    with the smoke recipe, score it again.
 
-    Ends with one JSON line: accuracy_before, accuracy_shipped, backend, seconds, run_dir."""
+    Ends with one JSON line: accuracy_before, accuracy_after, seconds, run_dir."""
     from .demo import run_demo
 
     with _user_errors():

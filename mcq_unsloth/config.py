@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import yaml
 
 from .prompts import PromptConfig
 
+SYNTH_SOURCE = re.compile(r"^synth(-held-out)?:(\d+)$")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -86,8 +88,9 @@ class LoraConfig:
 class DataConfig:
     """Where questions come from and how they are split.
 
-    ``train`` is a file path, ``shipped:NAME`` for a file in the package's ``data/`` folder, or
-    ``synth:N`` for N generated synthetic questions (seeded by ``seed``). Without ``validation``, a seeded
+    ``train`` is a file path, ``shipped:NAME`` for a file in the package's ``data/`` folder, ``synth:N`` for
+    N generated synthetic questions (seeded by ``seed``), or ``synth-held-out:N`` for synthetic questions in
+    phrasings and characters that ``synth:N`` never uses. Without ``validation``, a seeded
     ``val_fraction`` of ``train`` is held out. ``subset`` keeps a seeded, answer-stratified share of train.
     """
 
@@ -105,8 +108,8 @@ class DataConfig:
             found.append(f"data.subset: must be in (0, 1], got {self.subset}")
         for name in ("train", "validation"):
             value = getattr(self, name)
-            if value and value.startswith("synth:") and not value[6:].isdigit():
-                found.append(f"data.{name}: {value!r}: write synth:N with N a number of questions")
+            if value and value.startswith("synth") and not SYNTH_SOURCE.match(value):
+                found.append(f"data.{name}: {value!r}: write synth:N or synth-held-out:N, N a number of questions")
         return found
 
 

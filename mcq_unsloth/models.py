@@ -19,6 +19,10 @@ from typing import Any
 from .config import LoraConfig, ModelConfig
 
 
+# Modules that Unsloth trains in full (a copy saved with the adapter) when named in lora.target_modules.
+FULLY_TRAINED = ("embed_tokens", "lm_head")
+
+
 class ModelLoadError(RuntimeError):
     """A model that cannot be loaded, with what to do about it."""
 
@@ -44,9 +48,19 @@ def unsloth_status() -> str | None:
     return None
 
 
-def resolve_backend(name: str) -> str:
-    """``unsloth`` or ``hf`` for a configured backend name; imports Unsloth when it is the one."""
+def resolve_backend(name: str, training: bool = False) -> str:
+    """``unsloth`` or ``hf`` for a configured backend name; imports Unsloth when it is the one.
+
+    Training with ``hf`` on a machine without a GPU also imports Unsloth: TRL's trainers compute their loss
+    with Triton kernels (GPU only), and Unsloth's CPU backend registers CPU ones. The model is still loaded
+    the vanilla way.
+    """
     if name == "hf":
+        if training and not _has_gpu_kernels():
+            reason = unsloth_status()
+            if reason is not None:
+                raise ModelLoadError(f"training without a GPU needs Unsloth's CPU backend, which supplies the CPU "
+                                     f"loss that TRL's Triton kernels cannot: {reason}. Install it as the README says")
         return "hf"
     reason = unsloth_status()
     if reason is None:
@@ -55,6 +69,14 @@ def resolve_backend(name: str) -> str:
         raise ModelLoadError(f"backend 'unsloth' is unavailable: {reason}. Install it as the README says, "
                              f"or use --set model.backend=hf")
     return "hf"
+
+
+def _has_gpu_kernels() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
 def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path | None = None,
@@ -85,7 +107,7 @@ def model_source(name: str, run_dir: Path) -> str:
         return name
     from .tiny import build_tiny_model
 
-    folder = run_dir / "tiny-base"
+    folder = (run_dir / "tiny-base").resolve()  # absolute: the adapter records it as its base
     if not (folder / "config.json").is_file():
         build_tiny_model(folder, name[5:])
     return str(folder)
@@ -158,9 +180,12 @@ def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpoin
     if base is not None:
         net = PeftModel.from_pretrained(net, source, is_trainable=training)
     elif training:
+        # As Unsloth does: embed_tokens / lm_head in target_modules are trained in full, not through LoRA.
+        full = [m for m in lora.target_modules if m in FULLY_TRAINED]
         net = get_peft_model(net, PeftLoraConfig(
             r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
-            target_modules=lora.target_modules, bias=lora.bias, use_rslora=lora.use_rslora, task_type="CAUSAL_LM",
+            target_modules=[m for m in lora.target_modules if m not in FULLY_TRAINED], modules_to_save=full or None,
+            bias=lora.bias, use_rslora=lora.use_rslora, task_type="CAUSAL_LM",
         ))
     if not training:
         net.eval()

@@ -20,7 +20,7 @@ from .splits import load_splits
 
 def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     """Run SFT as ``config`` says, writing checkpoints, the adapter and curves into ``run_dir``."""
-    backend = resolve_backend(config.model.backend)  # imports Unsloth, when used, before trl/transformers
+    backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import McqAccuracy

@@ -1,21 +1,22 @@
 """Turning a recipe's ``data`` section into train and validation questions.
 
-A source is a file path, ``shipped:NAME`` (a file in the package's data folder) or ``synth:N`` (generated,
-seeded by ``data.seed``).
+A source is a file path, ``shipped:NAME`` (a file in the package's data folder), ``synth:N`` or
+``synth-held-out:N`` (generated, seeded by ``data.seed``).
 """
 
 from __future__ import annotations
 
-from .config import DataConfig
+from .config import SYNTH_SOURCE, DataConfig
 from .data import DataError, Question, load_questions, split_questions, stratified_subset
 from .resources import shipped_file
 from .synth import synth_questions
 
 
 def load_source(source: str, seed: int = 0) -> list[Question]:
-    """Questions from a path, ``shipped:NAME`` or ``synth:N``."""
-    if source.startswith("synth:"):
-        return synth_questions(int(source[6:]), seed)
+    """Questions from a path, ``shipped:NAME``, ``synth:N`` or ``synth-held-out:N``."""
+    synth = SYNTH_SOURCE.match(source)
+    if synth:
+        return synth_questions(int(synth.group(2)), seed, held_out=bool(synth.group(1)))
     if source.startswith("shipped:"):
         try:
             return load_questions(shipped_file(source[8:]))

@@ -37,7 +37,7 @@ def build_tiny_model(out: str | Path, arch: str = "qwen2", *, layers: int = 2, h
     config = config_class(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=True, bos_token_id=None,
+        tie_word_embeddings=False, bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
     )
@@ -53,11 +53,16 @@ def build_tiny_model(out: str | Path, arch: str = "qwen2", *, layers: int = 2, h
 
 def build_tokenizer(vocab_size: int = 1024):
     """A byte-level BPE tokenizer with ChatML special tokens, trained on :func:`tokenizer_corpus`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Each Chinese character is its own word, so merges stay inside it: on our repetitive corpus, plain
+    # byte-level BPE would merge whole questions into single tokens and nothing would generalise.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\p{Han}"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False),
+    ])
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)

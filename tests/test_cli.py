@@ -109,3 +109,9 @@ def test_tiny_command(tmp_path):
     assert result.exit_code == 0, result.output
     assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
     assert run("tiny", out).exit_code == 2  # never overwritten without asking
+
+
+def test_recipe_without_training_data_says_how_and_leaves_nothing(tmp_path):
+    result = run("recipe", "sft_qwen14b_1m", "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "--set data.train=PATH" in result.output
+    assert not (tmp_path / "run").exists()
