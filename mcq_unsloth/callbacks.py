@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from transformers import TrainerCallback
 
 from .data import Question
@@ -31,3 +33,5 @@ class McqAccuracy(TrainerCallback):
         # the log history (the curves and trainer_state.json read that).
         metrics["eval_accuracy"] = value
         state.log_history.append({"eval_accuracy": value, "step": state.global_step})
+        print(f"step {state.global_step}: eval_accuracy {value:.3f} on {len(self.questions)} validation questions",
+              file=sys.stderr)

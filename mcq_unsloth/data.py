@@ -1,14 +1,13 @@
-"""Reading multiple-choice questions from CSV, TSV, JSONL and Parquet files.
+"""Multiple-choice questions: reading them from files, normalising answers, splits and subsets.
 
-Every format goes through the same two steps: the file becomes a header plus numbered records (dicts), then
-each record becomes a :class:`Question`. Anything wrong with the input raises :class:`DataError`, whose
+Every format goes through the same two steps: the file becomes a header plus numbered records (dicts, see
+:mod:`mcq_unsloth.readers`), then each record becomes a :class:`Question`. Anything wrong with the input raises :class:`DataError`, whose
 message names the file, the 1-based data row, the column and how to fix it.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 import random
 import re
@@ -17,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from .readers import DataError, read_records
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -33,23 +34,6 @@ _OPTION_COLUMN = re.compile(r"^(?:option|选项|選項|choice)?([a-j])$")
 _ANSWER = re.compile(
     r"^(?:(?:正确|正確)?答案|ANSWER)?\s*[:=]?\s*[(\[【{]?\s*([A-Z])\s*[)\]】}]?\s*[.,、。:;]?$"
 )
-
-
-class DataError(ValueError):
-    """A problem with an input file, phrased for the person who has to fix it.
-
-    >>> str(DataError("q.csv", "answer is 'E'", row=3, column="answer", fix="use one of A, B, C, D"))
-    "q.csv: data row 3, column 'answer': answer is 'E'. Fix: use one of A, B, C, D."
-    """
-
-    def __init__(self, path: str | Path, problem: str, *, row: int | None = None,
-                 column: str | None = None, fix: str | None = None):
-        self.path, self.problem, self.row, self.column, self.fix = str(path), problem, row, column, fix
-        where = [f"data row {row}"] if row is not None else []
-        if column is not None:
-            where.append(f"column '{column}'")
-        message = f"{self.path}: " + (", ".join(where) + ": " if where else "") + problem
-        super().__init__(message + (f". Fix: {fix}." if fix else "."))
 
 
 @dataclass(frozen=True)
@@ -78,7 +62,7 @@ def load_questions(path: str | Path) -> list[Question]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found", fix="check the path")
-    columns, records = _read_records(path)
+    columns, records = read_records(path)
     layout = _Layout.detect(path, columns)
     questions = [layout.parse(path, row, record) for row, record in records]
     if not questions:
@@ -183,108 +167,6 @@ def write_questions(questions: Iterable[Question], path: str | Path) -> None:
         for q in questions:
             row = [q.id, q.question, *(q.options.get(x, "") for x in letters), q.answer or ""]
             writer.writerow(row + ([q.reasoning or ""] if with_reasoning else []))
-
-
-# --- reading files into numbered records ----------------------------------------------------------
-
-def _read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    suffix = path.suffix.lower()
-    if suffix in (".csv", ".tsv", ".tab", ".txt"):
-        return _read_delimited(path)
-    if suffix in (".jsonl", ".json"):
-        return _read_json(path)
-    if suffix in (".parquet", ".pq"):
-        return _read_parquet(path)
-    raise DataError(path, f"unknown file type '{suffix}'",
-                    fix="use .csv, .tsv, .jsonl, .json or .parquet")
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        return raw[3:].decode("utf-8", errors="strict")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        # GB18030 is a superset of GBK and GB2312: Excel's default for Chinese CSV files.
-        return raw.decode("gb18030")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise DataError(path, f"line {line} is neither UTF-8 nor GBK/GB18030 text",
-                        fix="save the file as UTF-8") from None
-
-
-def _read_delimited(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    text = _decode(path)
-    first_line = text.split("\n", 1)[0]
-    if path.suffix.lower() == ".csv":
-        delimiter = ","
-    elif path.suffix.lower() in (".tsv", ".tab"):
-        delimiter = "\t"
-    else:
-        delimiter = "\t" if first_line.count("\t") > first_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise DataError(path, "the file is empty", fix="add a header row and questions") from None
-    header = [name.strip() for name in header]
-    records = []
-    try:
-        for row_number, cells in enumerate(reader, start=1):
-            if not any(cell.strip() for cell in cells):
-                continue
-            if len(cells) > len(header):
-                raise DataError(
-                    path, f"{len(cells)} fields but the header has {len(header)}", row=row_number,
-                    fix="quote fields that contain the delimiter (\"a, b\") or check the delimiter")
-            records.append((row_number, dict(zip(header, cells))))
-    except csv.Error as error:
-        raise DataError(path, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error})",
-                        row=reader.line_num, fix="close every quoted field with a matching quote") from None
-    return header, records
-
-
-def _read_json(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    text = _decode(path)
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
-        try:
-            items = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(path, f"invalid JSON at line {error.lineno} ({error.msg})",
-                            fix="make the file one JSON list of objects, or JSON lines") from None
-        numbered = list(enumerate(items, start=1))
-    else:
-        numbered = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                numbered.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise DataError(path, f"invalid JSON ({error.msg} at character {error.colno})", row=line_number,
-                                fix="write one JSON object per line") from None
-    records, columns = [], {}
-    for row, item in numbered:
-        if not isinstance(item, dict):
-            raise DataError(path, f"expected a JSON object, got {type(item).__name__}", row=row,
-                            fix='write each question as {"question": ..., "A": ..., "answer": ...}')
-        columns.update(dict.fromkeys(item))
-        records.append((row, item))
-    return list(columns), records
-
-
-def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    import pyarrow.lib
-    import pyarrow.parquet
-
-    try:
-        table = pyarrow.parquet.read_table(path)
-    except pyarrow.lib.ArrowException as error:
-        raise DataError(path, f"not a readable Parquet file ({error})", fix="re-export the Parquet file") from None
-    return table.column_names, list(enumerate(table.to_pylist(), start=1))
 
 
 # --- turning records into questions ------------------------------------------------------------------

@@ -35,8 +35,7 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         eval_strategy="steps" if val_questions else "no",
         save_strategy="steps",
         gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
-        bf16=_use_bf16(config, loaded.model),
-        fp16=False,
+        **_mixed_precision(config),
         dataloader_num_workers=0,
         **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
     )
@@ -48,7 +47,10 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         processing_class=loaded.tokenizer,
         callbacks=[McqAccuracy(val_questions, config.prompt)] if val_questions else [],
     )
-    _check_every_example_kept(trainer.train_dataset, train_questions, config)
+    _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train, config)
+    if val_questions:
+        _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
+                                  config)
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     adapter_dir = run_dir / "adapter"
@@ -69,24 +71,26 @@ def _prompt_completion(questions: list[Question], config: Config):
     ])
 
 
-def _check_every_example_kept(prepared, questions: list[Question], config: Config) -> None:
+def _check_every_example_kept(prepared, questions: list[Question], source: str, config: Config) -> None:
     """TRL drops examples whose answer was cut off by ``max_length``; training on fewer than asked, silently,
     is worse than stopping."""
     kept = set(prepared["id"])
     lost = [q for q in questions if q.id not in kept]
     if lost:
         q = lost[0]
-        raise DataError(config.data.train, f"{len(lost)} example(s) have no answer token left after truncating "
+        raise DataError(source, f"{len(lost)} example(s) have no answer token left after truncating "
                         f"to model.max_seq_length={config.model.max_seq_length}, first id {q.id!r}",
                         row=q.row or None, fix="raise model.max_seq_length or shorten the question")
 
 
-def _use_bf16(config: Config, model) -> bool:
+def _mixed_precision(config: Config) -> dict[str, bool]:
+    """bf16 where the GPU has it, fp16 on older GPUs, neither on CPU or when the recipe asks for float32."""
     import torch
 
-    if config.model.dtype in ("float16", "float32"):
-        return False
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if not torch.cuda.is_available() or config.model.dtype == "float32":
+        return {"bf16": False, "fp16": False}
+    bf16 = torch.cuda.is_bf16_supported() and config.model.dtype != "float16"
+    return {"bf16": bf16, "fp16": not bf16}
 
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from) -> dict:
