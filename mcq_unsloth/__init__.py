@@ -5,6 +5,7 @@ model is loaded.
 """
 
 from .data import DataError, Question, load_questions
+from .extraction import extract_answer
 
 __version__ = "0.1.0"
-__all__ = ["DataError", "Question", "load_questions", "__version__"]
+__all__ = ["DataError", "Question", "extract_answer", "load_questions", "__version__"]
