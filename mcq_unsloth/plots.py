@@ -36,3 +36,31 @@ def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[st
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str) -> Path:
+    """A gold-by-predicted heatmap with counts; predictions with no letter form the column ``none``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gold = sorted(confusion)
+    predicted = sorted({p for row in confusion.values() for p in row} | set(gold), key=lambda x: (x == "none", x))
+    counts = [[confusion[g].get(p, 0) for p in predicted] for g in gold]
+    figure, axis = plt.subplots(figsize=(1.1 * len(predicted) + 1.6, 1.0 * len(gold) + 1.4))
+    image = axis.imshow(counts, cmap="Blues")
+    axis.set_xticks(range(len(predicted)), predicted)
+    axis.set_yticks(range(len(gold)), gold)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("gold")
+    peak = max((c for row in counts for c in row), default=0)
+    for i, row in enumerate(counts):
+        for j, count in enumerate(row):
+            axis.text(j, i, count, ha="center", va="center", color="white" if count > peak / 2 else "black")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

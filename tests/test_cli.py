@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from mcq_unsloth.cli import main
 
 COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
-            ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"]]
+            ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"], ["predict"], ["eval"],
+            ["bench"], ["bench", "inference"]]
 
 
 def run(*args):
@@ -115,3 +116,11 @@ def test_recipe_without_training_data_says_how_and_leaves_nothing(tmp_path):
     result = run("recipe", "sft_qwen14b_1m", "--out", tmp_path / "run")
     assert result.exit_code == 2 and "--set data.train=PATH" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_inference_prints_a_table():
+    result = run("bench", "inference", "--n", 16, "--one-at-a-time", 4, "--backend", "hf", "--no-4bit")
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| mode |") and len(table) == 5
+    assert "| score | 16 |" in result.stdout and "one at a time | 4 |" in result.stdout

@@ -1,0 +1,45 @@
+"""Benchmarks that print figures (never timed tests): ``mcq-unsloth bench inference``.
+
+Inference speed of the two modes on the same questions and model: ``score`` (one forward pass per batch),
+batched ``generate`` and one-at-a-time ``generate`` (how the contest scripts answered).
+"""
+
+from __future__ import annotations
+
+import time
+
+from .data import Question
+
+
+def inference_speed(model, tokenizer, questions: list[Question], batch_size: int, max_new_tokens: int,
+                    one_at_a_time: int) -> list[dict]:
+    """Questions per second for each way of answering; the one-at-a-time run uses the first
+    ``one_at_a_time`` questions (it is the slow one)."""
+    from .inference import generate_answers, score_questions
+
+    runs = [
+        ("score", questions, lambda qs: score_questions(model, tokenizer, qs, batch_size=batch_size)),
+        (f"generate {max_new_tokens} tokens, batched", questions,
+         lambda qs: generate_answers(model, tokenizer, qs, batch_size=batch_size, max_new_tokens=max_new_tokens)),
+        (f"generate {max_new_tokens} tokens, one at a time", questions[:one_at_a_time],
+         lambda qs: generate_answers(model, tokenizer, qs, batch_size=1, max_new_tokens=max_new_tokens)),
+    ]
+    score_questions(model, tokenizer, questions[:batch_size], batch_size=batch_size)  # warm-up
+    rows = []
+    for name, asked, answer in runs:
+        start = time.perf_counter()
+        answer(asked)
+        seconds = time.perf_counter() - start
+        rows.append({"mode": name, "questions": len(asked), "seconds": round(seconds, 2),
+                     "questions_per_second": round(len(asked) / seconds, 1)})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of the rows, with each mode's speed relative to the last row."""
+    base = rows[-1]["questions_per_second"]
+    lines = ["| mode | questions | seconds | questions/s | vs one at a time |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(f"| {row['mode']} | {row['questions']} | {row['seconds']} | {row['questions_per_second']} | "
+                     f"{row['questions_per_second'] / base:.1f}x |")
+    return "\n".join(lines)

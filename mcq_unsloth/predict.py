@@ -1,0 +1,254 @@
+"""Predicting a whole file: a submission CSV written as it goes, resumable, with optional circular evaluation.
+
+Results are appended and flushed batch by batch, so Ctrl-C or a crash leaves a valid partial file and
+``resume`` skips the ids already written. ``circular`` asks every question once per rotation of its options
+(A-B-C-D, B-C-D-A, ...); the submitted answer is the vote of the rotations, mapped back to the original
+letters, and :func:`metrics` reports circular accuracy and position bias.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .data import LETTERS, Question
+
+
+@dataclass
+class PredictSettings:
+    """How to answer: ``mode`` is ``score`` or ``generate``; ``batch_size`` None means automatic."""
+
+    mode: str = "score"
+    batch_size: int | None = None
+    max_new_tokens: int = 8
+    circular: bool = False
+    id_column: str = "id"
+    answer_column: str = "answer"
+    raw: Path | None = None
+
+
+@dataclass
+class Prediction:
+    id: str
+    answer: str | None
+    rotations: list[str | None] = field(default_factory=list)  # predicted position letter in each rotation
+
+
+def predict_file(model, tokenizer, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
+                 resume: bool = False, progress: bool = True) -> dict:
+    """Answer ``questions`` into the CSV ``out`` (``id,answer``), skipping ids already there when resuming.
+    Returns counts and speed for this call."""
+    from tqdm.auto import tqdm
+
+    done = finished_ids(out, settings.id_column) if resume else set()
+    pending = [q for q in questions if q.id not in done]
+    batch_size = settings.batch_size or _first_batch_size(model)
+    new_file = not out.exists() or not resume
+    start = time.perf_counter()
+    with out.open("w" if new_file else "a", encoding="utf-8", newline="") as sink, \
+            (settings.raw.open("w" if new_file else "a", encoding="utf-8") if settings.raw else _Null()) as raw, \
+            tqdm(total=len(questions), initial=len(questions) - len(pending), unit="q", disable=not progress,
+                 desc=settings.mode) as bar:
+        writer = csv.writer(sink)
+        if new_file:
+            writer.writerow([settings.id_column, settings.answer_column])
+        position = 0
+        while position < len(pending):
+            per_question = len(_rotations(pending[position])) if settings.circular else 1
+            chunk = pending[position:position + max(1, batch_size // per_question)]
+            try:
+                results = _answer(model, tokenizer, chunk, settings, prompt, batch_size)
+            except _out_of_memory() as error:
+                if batch_size == 1:
+                    raise
+                batch_size //= 2
+                bar.write(f"out of memory ({type(error).__name__}); batch size now {batch_size}")
+                _empty_cache()
+                continue
+            for prediction, record in results:
+                writer.writerow([prediction.id, prediction.answer or ""])
+                raw.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.flush()
+            raw.flush()
+            position += len(chunk)
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - start
+    return {"answered": len(pending), "skipped": len(questions) - len(pending), "seconds": round(seconds, 2),
+            "questions_per_second": round(len(pending) / seconds, 2) if pending and seconds else None,
+            "batch_size": batch_size}
+
+
+def finished_ids(out: Path, id_column: str = "id") -> set[str]:
+    """Ids already in a partial output file. A last line cut off mid-write is removed first."""
+    if not out.exists():
+        return set()
+    raw = out.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        out.write_bytes(raw[: raw.rfind(b"\n") + 1])
+    with out.open(encoding="utf-8", newline="") as source:
+        return {row[id_column] for row in csv.DictReader(source) if row.get(id_column)}
+
+
+def read_predictions(out: Path, settings: PredictSettings) -> dict[str, str | None]:
+    with out.open(encoding="utf-8", newline="") as source:
+        return {row[settings.id_column]: row[settings.answer_column] or None for row in csv.DictReader(source)}
+
+
+def metrics(questions: list[Question], predicted: dict[str, str | None], rotations: dict[str, list] | None = None
+            ) -> dict:
+    """Accuracy, unparseable share, letter distributions and the confusion matrix (gold -> predicted); with
+    ``rotations`` (id -> predicted position letters), circular accuracy and position bias too.
+
+    >>> qs = [Question("1", "q", {"A": "x", "B": "y"}, "A"), Question("2", "q", {"A": "x", "B": "y"}, "B")]
+    >>> m = metrics(qs, {"1": "A", "2": None})
+    >>> m["accuracy"], m["unparseable"], m["confusion"]
+    (0.5, 0.5, {'A': {'A': 1}, 'B': {'none': 1}})
+    """
+    scored = [q for q in questions if q.id in predicted]
+    letters = sorted({x for q in scored for x in q.options})
+    confusion: dict[str, dict[str, int]] = {}
+    for q in scored:
+        row = confusion.setdefault(q.answer, {})
+        guess = predicted[q.id] or "none"
+        row[guess] = row.get(guess, 0) + 1
+    result = {
+        "questions": len(scored),
+        "accuracy": round(sum(predicted[q.id] == q.answer for q in scored) / max(len(scored), 1), 4),
+        "unparseable": round(sum(predicted[q.id] is None for q in scored) / max(len(scored), 1), 4),
+        "predicted": _distribution([predicted[q.id] or "none" for q in scored], letters + ["none"]),
+        "gold": _distribution([q.answer for q in scored], letters),
+        "confusion": {gold: confusion[gold] for gold in sorted(confusion)},
+    }
+    if rotations:
+        right = [q for q in scored if q.id in rotations]
+        result["circular_accuracy"] = round(sum(
+            all(_unrotate(q, k, letter) == q.answer for k, letter in enumerate(rotations[q.id])) for q in right
+        ) / max(len(right), 1), 4)
+        positions = [letter for q in right for letter in rotations[q.id] if letter]
+        result["position_bias"] = _distribution(positions, letters)
+    return result
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int):
+    """(Prediction, raw record) for each question of the chunk, in order."""
+    from .inference import generate_answers, score_questions
+
+    asked = [r for q in chunk for r in (_rotations(q) if settings.circular else [q])]
+    if settings.mode == "score":
+        outputs = score_questions(model, tokenizer, asked, prompt, batch_size)
+        records = [{"prediction": o.prediction, "probabilities": o.probabilities} for o in outputs]
+    else:
+        outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)
+        records = [{"prediction": o.prediction, "text": o.text} for o in outputs]
+    results, at = [], 0
+    for q in chunk:
+        count = len(_rotations(q)) if settings.circular else 1
+        mine, mine_records = outputs[at:at + count], records[at:at + count]
+        at += count
+        if not settings.circular:
+            results.append((Prediction(q.id, mine[0].prediction), {"id": q.id, **mine_records[0]}))
+            continue
+        positions = [o.prediction for o in mine]
+        votes = Counter(_unrotate(q, k, letter) for k, letter in enumerate(positions) if letter)
+        if settings.mode == "score":  # ties go to the larger summed probability of the original letter
+            weight = Counter()
+            for k, output in enumerate(mine):
+                for letter, p in output.probabilities.items():
+                    weight[_unrotate(q, k, letter)] += p
+            answer = max(votes, key=lambda x: (votes[x], weight[x])) if votes else None
+        else:
+            answer = max(votes, key=lambda x: (votes[x], -ord(x))) if votes else None
+        results.append((Prediction(q.id, answer, positions),
+                        {"id": q.id, "prediction": answer, "rotations": positions, "details": mine_records}))
+    return results
+
+
+def _rotations(q: Question) -> list[Question]:
+    """The question with its options rotated k = 0..n-1 places: rotation k shows original option (i+k) % n
+    at position i."""
+    texts, n = list(q.options.values()), len(q.options)
+    return [replace(q, id=f"{q.id}#r{k}", options={LETTERS[i]: texts[(i + k) % n] for i in range(n)},
+                    answer=LETTERS[(LETTERS.index(q.answer) - k) % n] if q.answer else None) for k in range(n)]
+
+
+def _unrotate(q: Question, k: int, letter: str | None) -> str | None:
+    """The original letter of the option shown at ``letter`` in rotation ``k``.
+
+    >>> _unrotate(Question("1", "q", dict(zip("ABCD", "wxyz"))), 1, "A")
+    'B'
+    """
+    if letter is None:
+        return None
+    return LETTERS[(LETTERS.index(letter) + k) % len(q.options)]
+
+
+def _distribution(values: list, keys: list[str]) -> dict[str, float]:
+    counts = Counter(values)
+    total = max(len(values), 1)
+    return {key: round(counts.get(key, 0) / total, 4) for key in keys if key != "none" or counts.get(key)}
+
+
+def _first_batch_size(model) -> int:
+    """A starting batch size: from free GPU memory (halved on out-of-memory later), or 16 on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 16
+    free, _ = torch.cuda.mem_get_info()
+    # ~150-token prompts of a 7B model need well under 64 MiB of activations each at inference.
+    return int(max(1, min(256, free // (64 * 2**20))))
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError,)
+
+
+def _empty_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, _):
+        pass
+
+    def flush(self):
+        pass
+
+
+def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,
+                  prompt=None, resume: bool = False, progress: bool = True) -> dict:
+    """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
+    and confusion.png. Returns the metrics."""
+    from .plots import plot_confusion
+
+    settings = replace(settings, raw=out_dir / "predictions.jsonl")
+    speed = predict_file(model, tokenizer, questions, out_dir / "predictions.csv", settings, prompt, resume, progress)
+    predicted = read_predictions(out_dir / "predictions.csv", settings)
+    rotations = None
+    if settings.circular:
+        with settings.raw.open(encoding="utf-8") as source:
+            rotations = {r["id"]: r["rotations"] for r in map(json.loads, source) if "rotations" in r}
+    result = {"mode": settings.mode, "circular": settings.circular, **metrics(questions, predicted, rotations),
+              "seconds": speed["seconds"], "questions_per_second": speed["questions_per_second"]}
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    plot_confusion(result["confusion"], out_dir / "confusion.png",
+                   title=f"{settings.mode}{', circular vote' if settings.circular else ''}: accuracy "
+                         f"{result['accuracy']:.3f} on {result['questions']} questions")
+    return result

@@ -1,0 +1,129 @@
+"""predict and eval: submission files, resume after a crash, generation equal batched or not, circular
+evaluation, automatic batch size."""
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mcq_unsloth import Question
+from mcq_unsloth.cli import main
+from mcq_unsloth.config import ModelConfig
+from mcq_unsloth.data import write_questions
+from mcq_unsloth.inference import generate_answers
+from mcq_unsloth.models import load_model
+from mcq_unsloth.predict import PredictSettings, _rotations, _unrotate, finished_ids, metrics, predict_file
+from mcq_unsloth.synth import synth_questions
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None)
+
+
+def rows(path):
+    with open(path, encoding="utf-8", newline="") as source:
+        return list(csv.reader(source))
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_predict_writes_a_submission_and_refuses_to_overwrite(tmp_path, tiny_model_dir):
+    data = tmp_path / "test.csv"
+    write_questions([Question(q.id, q.question, q.options) for q in synth_questions(10, seed=4)], data)  # no answers
+    out = tmp_path / "sub.csv"
+    result = run("predict", "--model", tiny_model_dir, "--data", data, "--out", out, "--no-4bit", "--backend", "hf",
+                 "--id-column", "ID", "--answer-column", "Answer")
+    assert result.exit_code == 0, result.output
+    table = rows(out)
+    assert table[0] == ["ID", "Answer"] and len(table) == 11 and all(a in "ABCD" and a for _, a in table[1:])
+    assert json.loads(result.stdout.strip().splitlines()[-1])["answered"] == 10
+    again = run("predict", "--model", tiny_model_dir, "--data", data, "--out", out)
+    assert again.exit_code == 2 and "--resume" in again.output
+
+
+def test_resume_after_a_crash_finishes_with_the_same_answers(tmp_path, tiny):
+    questions = synth_questions(12, seed=8)
+    settings = PredictSettings(batch_size=4)
+    full, partial = tmp_path / "full.csv", tmp_path / "partial.csv"
+    predict_file(tiny.model, tiny.tokenizer, questions, full, settings, progress=False)
+    lines = full.read_text().splitlines(keepends=True)
+    partial.write_text("".join(lines[:6]) + lines[6][:5])  # five answers and a line cut mid-write
+    assert len(finished_ids(partial)) == 5 and partial.read_text().endswith("\n")
+    result = predict_file(tiny.model, tiny.tokenizer, questions, partial, settings, resume=True, progress=False)
+    assert (result["answered"], result["skipped"]) == (7, 5)
+    assert sorted(rows(partial)[1:]) == sorted(rows(full)[1:])
+
+
+def test_generation_batched_equals_one_at_a_time(tiny):
+    questions = synth_questions(6, seed=3, kinds=["lookup", "count", "match"])
+    questions.append(Question("long", "这是一个特别长的问题，" * 8, {"A": "甲", "B": "乙"}, "A"))
+    together = generate_answers(tiny.model, tiny.tokenizer, questions, batch_size=7, max_new_tokens=6)
+    for q, batched in zip(questions, together):
+        (alone,) = generate_answers(tiny.model, tiny.tokenizer, [q], batch_size=1, max_new_tokens=6)
+        assert batched.id == q.id and batched.text == alone.text and batched.prediction == alone.prediction
+
+
+def test_rotations_and_mapping_back():
+    q = Question("1", "q", {"A": "w", "B": "x", "C": "y", "D": "z"}, "C")
+    rotated = _rotations(q)
+    assert [r.options["A"] for r in rotated] == ["w", "x", "y", "z"]
+    for k, r in enumerate(rotated):
+        assert r.options[r.answer] == "y"                        # the right option moves with the rotation
+        assert _unrotate(q, k, r.answer) == "C"                   # and maps back to the original letter
+
+
+def test_circular_metrics_expose_position_bias():
+    questions = [Question(str(i), "q", dict(zip("ABCD", "wxyz")), "ABCD"[i % 4]) for i in range(8)]
+    always_a = {q.id: ["A", "A", "A", "A"] for q in questions}     # picks the first position whatever it holds
+    by_content = {q.id: [r.answer for r in _rotations(q)] for q in questions}  # always the right text
+    biased = metrics(questions, {q.id: "A" for q in questions}, always_a)
+    assert biased["circular_accuracy"] == 0.0 and biased["position_bias"] == {"A": 1.0, "B": 0.0, "C": 0.0, "D": 0.0}
+    fair = metrics(questions, {q.id: q.answer for q in questions}, by_content)
+    assert fair["circular_accuracy"] == 1.0 and fair["position_bias"] == {"A": 0.25, "B": 0.25, "C": 0.25, "D": 0.25}
+
+
+def test_eval_writes_metrics_and_confusion(tmp_path, tiny_model_dir):
+    data = tmp_path / "dev.csv"
+    write_questions(synth_questions(8, seed=2), data)
+    out = tmp_path / "eval"
+    result = run("eval", "--model", tiny_model_dir, "--data", data, "--out-dir", out, "--no-4bit", "--backend", "hf",
+                 "--mode", "generate", "--max-new-tokens", "3", "--circular", "--batch-size", "8")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"accuracy", "unparseable", "predicted", "gold", "confusion", "questions_per_second", "seconds",
+            "circular_accuracy", "position_bias"} <= set(saved)
+    assert saved["questions"] == 8 and sum(sum(r.values()) for r in saved["confusion"].values()) == 8
+    assert (out / "confusion.png").stat().st_size > 5_000
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
+
+
+def test_eval_needs_answers(tmp_path, tiny_model_dir):
+    data = tmp_path / "test.csv"
+    write_questions([Question("1", "q", {"A": "x", "B": "y"})], data)
+    result = run("eval", "--model", tiny_model_dir, "--data", data, "--out-dir", tmp_path / "e", "--backend", "hf")
+    assert result.exit_code == 2 and "use predict" in result.output
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_finished_work(tmp_path, tiny, monkeypatch):
+    import torch
+
+    import mcq_unsloth.inference as inference
+
+    real, calls = inference.score_questions, []
+
+    def flaky(model, tokenizer, questions, prompt, batch_size):
+        calls.append((len(questions), batch_size))
+        if len(calls) == 2:  # the second batch runs out of memory once
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(model, tokenizer, questions, prompt, batch_size)
+
+    monkeypatch.setattr(inference, "score_questions", flaky)
+    out = tmp_path / "sub.csv"
+    result = predict_file(tiny.model, tiny.tokenizer, synth_questions(10, seed=1), out, PredictSettings(batch_size=4),
+                          progress=False)
+    assert calls[:3] == [(4, 4), (4, 4), (2, 2)] and result["batch_size"] == 2
+    assert len(rows(out)) == 11
