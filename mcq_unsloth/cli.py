@@ -188,8 +188,22 @@ def recipe_run(name, overrides, out, resume, overwrite):
                        f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
                        + "".join(f" --set {o}" for o in overrides), err=True)
             sys.exit(130)
+        except _out_of_memory() as error:
+            last = latest_checkpoint(run_dir / "checkpoints")
+            raise UserError(
+                f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: {last or 'none yet'}. "
+                f"Lower train.per_device_train_batch_size (raising train.gradient_accumulation_steps to keep the "
+                f"batch), model.max_seq_length" + (", grpo.num_generations or grpo.max_completion_length"
+                                                   if config.task == "grpo" else "")
+                + ", then continue with --resume") from None
     result["seconds"] = round(time.perf_counter() - start, 1)
     click.echo(json.dumps(result, ensure_ascii=False))
+
+
+def _out_of_memory() -> tuple[type[BaseException], ...]:
+    import torch
+
+    return (torch.cuda.OutOfMemoryError,)
 
 
 def _run_task(config, run_dir: Path, resume: bool) -> dict:
@@ -197,6 +211,10 @@ def _run_task(config, run_dir: Path, resume: bool) -> dict:
         from .sft import train_sft
 
         return train_sft(config, run_dir, resume=resume)
+    if config.task == "grpo":
+        from .grpo import train_grpo
+
+        return train_grpo(config, run_dir, resume=resume)
     raise UserError(f"task {config.task!r} has no runner")
 
 

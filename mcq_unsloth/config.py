@@ -155,19 +155,57 @@ class TrainConfig:
 
 
 @dataclass
+class GrpoConfig:
+    """GRPO settings, passed to TRL's ``GRPOConfig`` under the same names.
+
+    ``reward_weights`` names the rewards of :mod:`mcq_unsloth.rewards` to compute, with their weights; a weight
+    of 0 logs a reward without training on it (``contest_format``, for comparison with the contest's runs).
+    """
+
+    num_generations: int = 8
+    max_completion_length: int = 256
+    beta: float = 0.04
+    temperature: float = 1.0
+    reward_weights: dict[str, float] = field(default_factory=lambda: {
+        "correct": 1.0, "format": 0.2, "neutral": 0.1, "contest_format": 0.0})
+
+    def problems(self) -> list[str]:
+        from .rewards import REWARDS
+
+        found = []
+        if self.num_generations < 2:
+            found.append(f"grpo.num_generations: at least 2 (a group needs something to compare), got "
+                         f"{self.num_generations}")
+        unknown = [name for name in self.reward_weights if name not in REWARDS]
+        if unknown:
+            found.append(f"grpo.reward_weights: unknown reward(s) {unknown}; choose from {sorted(REWARDS)}")
+        if not any(weight > 0 for weight in self.reward_weights.values()):
+            found.append("grpo.reward_weights: give at least one reward a positive weight")
+        return found
+
+
+@dataclass
 class Config:
     """A whole recipe."""
 
-    task: str = _choice("sft", "sft", doc="what running the recipe does")
+    task: str = _choice("sft", "sft", "grpo", doc="what running the recipe does")
     version: int = 1
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
 
     def problems(self) -> list[str]:
-        return []
+        found = []
+        batch = self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps
+        if self.task == "grpo" and batch % self.grpo.num_generations:
+            working = [n for n in range(2, batch + 1) if batch % n == 0]
+            found.append(f"grpo.num_generations ({self.grpo.num_generations}) must divide "
+                         f"train.per_device_train_batch_size x train.gradient_accumulation_steps = {batch} (TRL "
+                         f"generates whole groups per batch); values that work: {', '.join(map(str, working))}")
+        return found
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -267,6 +305,16 @@ def _convert(value: Any, hint) -> tuple[Any, str | None]:
         if value is None:
             return None, None
         return _convert(value, args[0])
+    if origin is dict:
+        if not isinstance(value, dict):
+            return None, f"expected a mapping of name: number, got {value!r}"
+        out = {}
+        for key, item in value.items():
+            converted, problem = _convert(item, typing.get_args(hint)[1])
+            if problem:
+                return None, f"{key}: {problem}"
+            out[str(key)] = converted
+        return out, None
     if origin is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -93,7 +93,7 @@ def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path 
         # What transformers raises for a Hub id it can neither find in the cache nor download.
         raise ModelLoadError(
             f"cannot load model {source!r}: {error}\nWithout network access, point to a local copy with "
-            f"--set model.name=LOCAL_PATH, or try the CPU recipe 'smoke'") from None
+            f"--set model.name=LOCAL_PATH, or try the CPU recipes 'smoke' and 'grpo_smoke'") from None
     tokenizer = loaded.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -203,4 +203,6 @@ def _check_reachable(source: str) -> None:
             raise ModelLoadError(f"{source} is a folder but not a model: it has no config.json or "
                                  f"adapter_config.json")
     elif source.count("/") != 1 or source.startswith((".", "/")):
-        raise ModelLoadError(f"model {source!r} is neither a local folder nor a Hub id (owner/name)")
+        hint = (" (an adapter a run writes: run that recipe first, e.g. mcq-unsloth recipe smoke)"
+                if Path(source).name == "adapter" else "")
+        raise ModelLoadError(f"model {source!r} is neither a local folder nor a Hub id (owner/name){hint}")

@@ -21,8 +21,12 @@ def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[st
             series.append((label, lines))
     if not series:
         return None
-    figure, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
-    for axis, (label, lines) in zip(axes[0], series):
+    columns = min(3, len(series))
+    rows = -(-len(series) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.3 * rows), squeeze=False)
+    for axis in axes.flat[len(series):]:
+        axis.set_visible(False)
+    for axis, (label, lines) in zip(axes.flat, series):
         for key, points in lines.items():
             steps, values = zip(*points)
             axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=key)

@@ -112,3 +112,15 @@ def latest_checkpoint(folder: Path) -> str | None:
     complete = [p for p in folder.glob("checkpoint-*")
                 if p.name[11:].isdigit() and (p / "trainer_state.json").is_file()]
     return str(max(complete, key=lambda p: int(p.name[11:]))) if complete else None
+
+
+def write_history(history: list[dict], run_dir: Path) -> None:
+    """The trainer's log history as ``history.jsonl``: one logged row per line."""
+    with (run_dir / "history.jsonl").open("w", encoding="utf-8") as out:
+        for row in history:
+            out.write(json.dumps(row) + "\n")
+
+
+def last_logged(history: list[dict], key: str):
+    """The most recent logged value of ``key``, or None."""
+    return next((row[key] for row in reversed(history) if key in row), None)

@@ -7,14 +7,13 @@ from letter scoring on the validation questions next to the eval loss.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .config import Config
 from .data import DataError, Question
 from .models import load_model, model_source, resolve_backend
 from .prompts import build_messages
-from .runs import latest_checkpoint
+from .runs import last_logged, latest_checkpoint, write_history
 from .splits import load_splits
 
 
@@ -35,7 +34,7 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         eval_strategy="steps" if val_questions else "no",
         save_strategy="steps",
         gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
-        **_mixed_precision(config),
+        **mixed_precision(config),
         dataloader_num_workers=0,
         **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
     )
@@ -83,7 +82,7 @@ def _check_every_example_kept(prepared, questions: list[Question], source: str, 
                         row=q.row or None, fix="raise model.max_seq_length or shorten the question")
 
 
-def _mixed_precision(config: Config) -> dict[str, bool]:
+def mixed_precision(config: Config) -> dict[str, bool]:
     """bf16 where the GPU has it, fp16 on older GPUs, neither on CPU or when the recipe asks for float32."""
     import torch
 
@@ -96,15 +95,13 @@ def _mixed_precision(config: Config) -> dict[str, bool]:
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from) -> dict:
     from .plots import plot_curves
 
-    with (run_dir / "history.jsonl").open("w", encoding="utf-8") as out:
-        for row in history:
-            out.write(json.dumps(row) + "\n")
+    write_history(history, run_dir)
     plot_curves(history, run_dir / "train_curves.png", [
         ("loss", ["loss", "eval_loss"]), ("MCQ accuracy (validation)", ["eval_accuracy"]),
         ("learning rate", ["learning_rate"]),
     ], title=f"SFT {run_dir.name}")
-    last = lambda key: next((row[key] for row in reversed(history) if key in row), None)  # noqa: E731
     return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,
-            "train_loss": last("train_loss"), "eval_loss": last("eval_loss"), "eval_accuracy": last("eval_accuracy")}
+            "train_loss": last_logged(history, "train_loss"), "eval_loss": last_logged(history, "eval_loss"),
+            "eval_accuracy": last_logged(history, "eval_accuracy")}

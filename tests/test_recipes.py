@@ -18,8 +18,8 @@ def test_every_shipped_recipe_validates_and_says_what_it_is(name):
     load_config(path)  # raises ConfigError listing every problem
     header = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
     assert describe(path).startswith(f"{name}:")
-    assert any("Hardware:" in line for line in header) and any(f"Command: mcq-unsloth recipe {name}" in line
-                                                                 for line in header)
+    assert any("Hardware:" in line for line in header)
+    assert any("Command:" in line and f"mcq-unsloth recipe {name}" in line for line in header)
 
 
 def test_resolution_order(tmp_path, monkeypatch):

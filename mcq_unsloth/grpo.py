@@ -1,0 +1,89 @@
+"""GRPO with answer-checking rewards: TRL's ``GRPOTrainer`` on the same prompts as SFT and inference.
+
+Each question becomes ``{"prompt": [system, user], "answer": "B", "options": {...}}``; TRL samples
+``grpo.num_generations`` replies per prompt and passes ``answer`` and ``options`` to the reward functions of
+:mod:`mcq_unsloth.rewards`, weighted by ``grpo.reward_weights``. TRL logs each reward's mean and standard
+deviation, the share of groups without reward spread (``frac_reward_zero_std``: no learning signal), KL and
+completion lengths; they are drawn in ``reward_curves.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import Config
+from .data import Question
+from .models import load_model, model_source, resolve_backend
+from .prompts import build_messages
+from .runs import last_logged, latest_checkpoint, write_history
+from .sft import mixed_precision
+from .splits import load_splits
+
+
+def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Run GRPO as ``config`` says, writing checkpoints, the adapter and reward curves into ``run_dir``."""
+    backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .rewards import REWARDS
+
+    train_questions, _ = load_splits(config.data)
+    loaded = load_model(config.model, config.lora, path=model_source(config.model.name, run_dir),
+                        backend=backend, gradient_checkpointing=config.train.gradient_checkpointing)
+    names = list(config.grpo.reward_weights)
+    train = {k: v for k, v in vars(config.train).items()
+             if k not in ("gradient_checkpointing", "eval_steps", "per_device_eval_batch_size",
+                          "load_best_model_at_end", "metric_for_best_model")}
+    args = GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        num_generations=config.grpo.num_generations,
+        max_completion_length=config.grpo.max_completion_length,
+        beta=config.grpo.beta,
+        temperature=config.grpo.temperature,
+        reward_weights=[config.grpo.reward_weights[name] for name in names],
+        eval_strategy="no",
+        save_strategy="steps",
+        gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
+        dataloader_num_workers=0,
+        **mixed_precision(config),
+        **train,
+    )
+    trainer = GRPOTrainer(
+        model=loaded.model,
+        reward_funcs=[REWARDS[name] for name in names],
+        args=args,
+        train_dataset=_prompts(train_questions, config),
+        processing_class=loaded.tokenizer,
+    )
+    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    adapter_dir = run_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    loaded.tokenizer.save_pretrained(str(adapter_dir))
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _prompts(questions: list[Question], config: Config):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"id": q.id, "prompt": build_messages(q, config.prompt), "answer": q.answer,
+                               "options": q.options} for q in questions])
+
+
+def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from,
+            names: list[str]) -> dict:
+    from .plots import plot_curves
+
+    write_history(history, run_dir)
+    plot_curves(history, run_dir / "reward_curves.png", [
+        ("rewards (mean)", [f"rewards/{name}/mean" for name in names] + ["reward"]),
+        ("groups without reward spread", ["frac_reward_zero_std"]),
+        ("KL", ["kl"]), ("loss", ["loss"]), ("completion length", ["completions/mean_length"]),
+    ], title=f"GRPO {run_dir.name}")
+    return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
+            "steps": max((row.get("step", 0) for row in history), default=0),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            **{f"reward_{name}": last_logged(history, f"rewards/{name}/mean") for name in names},
+            "kl": last_logged(history, "kl")}
