@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -50,7 +51,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
     new_file = not out.exists() or not resume
     start = time.perf_counter()
     with out.open("w" if new_file else "a", encoding="utf-8", newline="") as sink, \
-            (settings.raw.open("w" if new_file else "a", encoding="utf-8") if settings.raw else _Null()) as raw, \
+            open(settings.raw or os.devnull, "w" if new_file else "a", encoding="utf-8") as raw, \
             tqdm(total=len(questions), initial=len(questions) - len(pending), unit="q", disable=not progress,
                  desc=settings.mode) as bar:
         writer = csv.writer(sink)
@@ -216,20 +217,6 @@ def _empty_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def write(self, _):
-        pass
-
-    def flush(self):
-        pass
 
 
 def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,

@@ -33,3 +33,21 @@ def tiny_tokenizer(tiny_model_dir):
 def needs_unsloth(pytestconfig):
     if pytestconfig.unsloth_reason:
         pytest.skip(pytestconfig.unsloth_reason)
+
+
+@pytest.fixture
+def run_recipe():
+    """Run a recipe through the CLI with ``--set`` overrides; returns its closing JSON line."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mcq_unsloth.cli import main
+
+    def run(name, out, overrides, *extra):
+        args = ["recipe", name, "--out", str(out)] + [a for o in overrides for a in ("--set", o)] + list(extra)
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    return run

@@ -16,21 +16,14 @@ QUICK = ["model.name=tiny:qwen2", "model.load_in_4bit=true", "data.train=synth:1
          "grpo.reward_weights={contest_format: 1.0, correct: 1.0, format: 0.0, neutral: 0.0}"]
 
 
-def run_recipe(out, *extra, overrides=QUICK):
-    args = ["recipe", "grpo_smoke", "--out", str(out)] + [a for o in overrides for a in ("--set", o)] + list(extra)
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["hf", "unsloth"])
-def test_grpo_logs_every_reward_trains_and_resumes(tmp_path, backend, pytestconfig):
+def test_grpo_logs_every_reward_trains_and_resumes(tmp_path, backend, pytestconfig, run_recipe):
     if backend == "unsloth" and pytestconfig.unsloth_reason:
         pytest.skip(pytestconfig.unsloth_reason)
     out = tmp_path / "run"
     overrides = QUICK + [f"model.backend={backend}"]
-    result = run_recipe(out, overrides=overrides)
+    result = run_recipe("grpo_smoke", out, overrides)
     assert result["steps"] == 4 and result["backend"] == backend
 
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
@@ -45,7 +38,7 @@ def test_grpo_logs_every_reward_trains_and_resumes(tmp_path, backend, pytestconf
 
     shutil.rmtree(out / "checkpoints" / "checkpoint-4")
     shutil.rmtree(out / "adapter")
-    resumed = run_recipe(out, "--resume", overrides=overrides)
+    resumed = run_recipe("grpo_smoke", out, overrides, "--resume")
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
     state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2, 3, 4]

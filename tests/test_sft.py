@@ -16,20 +16,13 @@ QUICK = ["data.train=synth:48", "data.validation=synth-held-out:16", "train.max_
          "model.load_in_4bit=true", "lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"]
 
 
-def run_recipe(out, *extra, overrides=QUICK):
-    args = ["recipe", "smoke", "--out", str(out)] + [a for o in overrides for a in ("--set", o)] + list(extra)
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return json.loads(result.output.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["hf", "unsloth"])
-def test_sft_trains_records_and_resumes(tmp_path, backend, pytestconfig):
+def test_sft_trains_records_and_resumes(tmp_path, backend, pytestconfig, run_recipe):
     if backend == "unsloth" and pytestconfig.unsloth_reason:
         pytest.skip(pytestconfig.unsloth_reason)
     out = tmp_path / "run"
-    result = run_recipe(out, overrides=QUICK + [f"model.backend={backend}"])
+    result = run_recipe("smoke", out, QUICK + [f"model.backend={backend}"])
     assert result["backend"] == backend and result["steps"] == 6
 
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
@@ -52,7 +45,7 @@ def test_sft_trains_records_and_resumes(tmp_path, backend, pytestconfig):
     # Simulate a crash after step 3: drop what came later, then resume.
     shutil.rmtree(out / "checkpoints" / "checkpoint-6")
     shutil.rmtree(out / "adapter")
-    resumed = run_recipe(out, "--resume", overrides=QUICK + [f"model.backend={backend}"])
+    resumed = run_recipe("smoke", out, QUICK + [f"model.backend={backend}"], "--resume")
     assert resumed["resumed_from"].endswith("checkpoint-3") and resumed["steps"] == 6
     state = json.loads((out / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert [row["step"] for row in state["log_history"] if "loss" in row] == [1, 2, 3, 4, 5, 6]
@@ -60,9 +53,9 @@ def test_sft_trains_records_and_resumes(tmp_path, backend, pytestconfig):
 
 
 @pytest.mark.slow
-def test_resume_with_other_settings_is_refused(tmp_path):
+def test_resume_with_other_settings_is_refused(tmp_path, run_recipe):
     out = tmp_path / "run"
-    run_recipe(out, overrides=QUICK + ["model.backend=hf", "train.max_steps=3"])
+    run_recipe("smoke", out, QUICK + ["model.backend=hf", "train.max_steps=3"])
     result = CliRunner().invoke(main, ["recipe", "smoke", "--out", str(out), "--resume",
                                        "--set", "train.learning_rate=1e-3"])
     assert result.exit_code == 2 and "different settings" in result.output and "train.learning_rate" in result.output
