@@ -168,6 +168,8 @@ class GrpoConfig:
     temperature: float = 1.0
     reward_weights: dict[str, float] = field(default_factory=lambda: {
         "correct": 1.0, "format": 0.2, "neutral": 0.1, "contest_format": 0.0})
+    fast_inference: bool = False  # Unsloth's vLLM generation: needs the unsloth backend, a GPU and vLLM
+    gpu_memory_utilization: float = 0.6  # the GPU share vLLM may take, with fast_inference
 
     def problems(self) -> list[str]:
         from .rewards import REWARDS

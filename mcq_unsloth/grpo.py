@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .config import Config
 from .data import Question
-from .models import load_model, model_source, resolve_backend
+from .models import ModelLoadError, fast_inference_problem, load_model, model_source, resolve_backend
 from .prompts import build_messages
 from .runs import last_logged, latest_checkpoint, write_history
 from .sft import mixed_precision
@@ -27,9 +27,13 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     from .rewards import REWARDS
 
+    if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
+        raise ModelLoadError(f"grpo.fast_inference is unavailable here: {problem}. Run without it "
+                             f"(--set grpo.fast_inference=false): generation then uses transformers")
     train_questions, _ = load_splits(config.data)
     loaded = load_model(config.model, config.lora, path=model_source(config.model.name, run_dir),
-                        backend=backend, gradient_checkpointing=config.train.gradient_checkpointing)
+                        backend=backend, gradient_checkpointing=config.train.gradient_checkpointing,
+                        vllm_memory=config.grpo.gpu_memory_utilization if config.grpo.fast_inference else None)
     names = list(config.grpo.reward_weights)
     train = {k: v for k, v in vars(config.train).items()
              if k not in ("gradient_checkpointing", "eval_steps", "per_device_eval_batch_size",

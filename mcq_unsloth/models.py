@@ -79,16 +79,35 @@ def _has_gpu_kernels() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
+def fast_inference_problem(backend: str) -> str | None:
+    """None when Unsloth's vLLM generation can run here, else why not."""
+    import importlib.util
+
+    import torch
+
+    if backend != "unsloth":
+        return "it is Unsloth's: set model.backend=unsloth"
+    if not torch.cuda.is_available():
+        return "it needs a GPU and none is present"
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install vllm)"
+    return None
+
+
 def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path | None = None,
-               backend: str | None = None, gradient_checkpointing: bool = True) -> Loaded:
+               backend: str | None = None, gradient_checkpointing: bool = True,
+               vllm_memory: float | None = None) -> Loaded:
     """Load ``path`` (default ``model.name``) with LoRA adapters ready to train, or for inference if ``lora``
-    is None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter."""
+    is None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter.
+    ``vllm_memory`` (unsloth backend only) turns on Unsloth's vLLM generation with that share of GPU memory."""
     backend = backend or resolve_backend(model.backend)
     source = str(path or model.name)
     _check_reachable(source)
     try:
-        loaded = (_load_unsloth if backend == "unsloth" else _load_hf)(source, model, lora,
-                                                                       gradient_checkpointing)
+        if backend == "unsloth":
+            loaded = _load_unsloth(source, model, lora, gradient_checkpointing, vllm_memory)
+        else:
+            loaded = _load_hf(source, model, lora, gradient_checkpointing)
     except OSError as error:
         # What transformers raises for a Hub id it can neither find in the cache nor download.
         raise ModelLoadError(
@@ -133,14 +152,17 @@ def torch_dtype(name: str):
     return torch.float32
 
 
-def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool) -> Loaded:
+def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool,
+                  vllm_memory: float | None) -> Loaded:
     from unsloth import FastLanguageModel
 
     checkpointing = "unsloth" if checkpointing else False
+    vllm = {"fast_inference": True, "gpu_memory_utilization": vllm_memory,
+            "max_lora_rank": lora.r if lora else 64} if vllm_memory else {}
     net, tokenizer = FastLanguageModel.from_pretrained(
         model_name=source, max_seq_length=model.max_seq_length, load_in_4bit=model.load_in_4bit,
         dtype=None if model.dtype == "auto" else torch_dtype(model.dtype),
-        use_gradient_checkpointing=checkpointing,
+        use_gradient_checkpointing=checkpointing, **vllm,
     )
     is_adapter = adapter_base(source) is not None
     if lora is not None and not is_adapter:

@@ -74,3 +74,14 @@ def test_missing_sft_adapter_says_to_train_it_first(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["recipe", "grpo_smoke", "--set", "model.backend=hf"])
     assert result.exit_code == 2 and "mcq-unsloth recipe smoke" in result.output
+
+
+def test_fast_inference_is_reported_unavailable_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(main, ["recipe", "grpo_smoke", "--out", str(tmp_path / "run"),
+                                       "--set", "grpo.fast_inference=true"])
+    assert result.exit_code == 2
+    assert "grpo.fast_inference is unavailable here" in result.output and "GPU" in result.output
