@@ -166,6 +166,7 @@ def recipe_run(name, overrides, out, resume, overwrite):
     """Run recipe NAME: defaults < recipe YAML < --set."""
     from .config import dump_yaml, load_config
     from .recipes import find_recipe
+    from .models import out_of_memory_errors
     from .runs import latest_checkpoint, prepare_run_dir, record_run
 
     with _user_errors():
@@ -188,7 +189,7 @@ def recipe_run(name, overrides, out, resume, overwrite):
                        f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
                        + "".join(f" --set {o}" for o in overrides), err=True)
             sys.exit(130)
-        except _out_of_memory() as error:
+        except out_of_memory_errors() as error:
             last = latest_checkpoint(run_dir / "checkpoints")
             raise UserError(
                 f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: {last or 'none yet'}. "
@@ -198,12 +199,6 @@ def recipe_run(name, overrides, out, resume, overwrite):
                 + ", then continue with --resume") from None
     result["seconds"] = round(time.perf_counter() - start, 1)
     click.echo(json.dumps(result, ensure_ascii=False))
-
-
-def _out_of_memory() -> tuple[type[BaseException], ...]:
-    import torch
-
-    return (torch.cuda.OutOfMemoryError,)
 
 
 def _run_task(config, run_dir: Path, resume: bool) -> dict:
@@ -256,7 +251,7 @@ def _settings_and_model(model_dir, data_file, mode, batch_size, max_new_tokens, 
     """Parse the shared options, read the questions and load the model (in that order: bad input fails fast)."""
     from .config import ModelConfig
     from .data import load_questions
-    from .models import load_model, resolve_backend
+    from .models import load_model
     from .predict import PredictSettings
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
@@ -264,9 +259,7 @@ def _settings_and_model(model_dir, data_file, mode, batch_size, max_new_tokens, 
     settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
                                **columns)
     questions = load_questions(data_file)
-    chosen = resolve_backend(backend)
-    loaded = load_model(ModelConfig(name=model_dir, backend=chosen, load_in_4bit=load_in_4bit), lora=None,
-                        backend=chosen)
+    loaded = load_model(ModelConfig(name=model_dir, backend=backend, load_in_4bit=load_in_4bit), lora=None)
     return settings, questions, loaded
 
 
@@ -364,7 +357,7 @@ def bench_inference(model_dir, count, batch_size, max_new_tokens, one_at_a_time,
     from .models import load_model, resolve_backend
     from .synth import synth_questions
 
-    chosen = resolve_backend(backend)
+    chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
     with tempfile.TemporaryDirectory() as scratch, _user_errors():
         if model_dir is None:
             from .tiny import build_tiny_model

@@ -71,6 +71,13 @@ def resolve_backend(name: str, training: bool = False) -> str:
     return "hf"
 
 
+def out_of_memory_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of running out of accelerator memory, for ``except`` clauses."""
+    import torch
+
+    return (torch.cuda.OutOfMemoryError,)
+
+
 def _has_gpu_kernels() -> bool:
     import importlib.util
 

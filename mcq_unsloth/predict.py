@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .data import LETTERS, Question
+from .models import out_of_memory_errors
 
 
 @dataclass
@@ -59,11 +60,11 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
             writer.writerow([settings.id_column, settings.answer_column])
         position = 0
         while position < len(pending):
-            per_question = len(_rotations(pending[position])) if settings.circular else 1
+            per_question = len(pending[position].options) if settings.circular else 1
             chunk = pending[position:position + max(1, batch_size // per_question)]
             try:
                 results = _answer(model, tokenizer, chunk, settings, prompt, batch_size)
-            except _out_of_memory() as error:
+            except out_of_memory_errors() as error:
                 if batch_size == 1:
                     raise
                 batch_size //= 2
@@ -149,7 +150,7 @@ def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, 
         records = [{"prediction": o.prediction, "text": o.text} for o in outputs]
     results, at = [], 0
     for q in chunk:
-        count = len(_rotations(q)) if settings.circular else 1
+        count = len(q.options) if settings.circular else 1
         mine, mine_records = outputs[at:at + count], records[at:at + count]
         at += count
         if not settings.circular:
@@ -204,12 +205,6 @@ def _first_batch_size(model) -> int:
     free, _ = torch.cuda.mem_get_info()
     # ~150-token prompts of a 7B model need well under 64 MiB of activations each at inference.
     return int(max(1, min(256, free // (64 * 2**20))))
-
-
-def _out_of_memory() -> tuple[type[BaseException], ...]:
-    import torch
-
-    return (torch.cuda.OutOfMemoryError,)
 
 
 def _empty_cache() -> None:

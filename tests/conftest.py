@@ -29,10 +29,12 @@ def tiny_tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-@pytest.fixture
-def needs_unsloth(pytestconfig):
-    if pytestconfig.unsloth_reason:
+@pytest.fixture(params=["hf", "unsloth"])
+def backend(request, pytestconfig):
+    """Each model backend in turn; unsloth is skipped, with the reason, where it cannot run."""
+    if request.param == "unsloth" and pytestconfig.unsloth_reason:
         pytest.skip(pytestconfig.unsloth_reason)
+    return request.param
 
 
 @pytest.fixture

@@ -17,10 +17,7 @@ QUICK = ["model.name=tiny:qwen2", "model.load_in_4bit=true", "data.train=synth:1
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["hf", "unsloth"])
-def test_grpo_logs_every_reward_trains_and_resumes(tmp_path, backend, pytestconfig, run_recipe):
-    if backend == "unsloth" and pytestconfig.unsloth_reason:
-        pytest.skip(pytestconfig.unsloth_reason)
+def test_grpo_logs_every_reward_trains_and_resumes(tmp_path, backend, run_recipe):
     out = tmp_path / "run"
     overrides = QUICK + [f"model.backend={backend}"]
     result = run_recipe("grpo_smoke", out, overrides)

@@ -23,10 +23,7 @@ def test_tiny_model_config(tiny_model_dir):
     assert config["model_type"] == "qwen2" and config["hidden_size"] == 64 and config["num_hidden_layers"] == 2
 
 
-@pytest.mark.parametrize("backend", ["hf", "unsloth"])
-def test_backends_load_4bit_with_lora_on_every_projection(tiny_model_dir, backend, pytestconfig):
-    if backend == "unsloth" and pytestconfig.unsloth_reason:
-        pytest.skip(pytestconfig.unsloth_reason)
+def test_backends_load_4bit_with_lora_on_every_projection(tiny_model_dir, backend):
     loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), LoraConfig(r=4, lora_alpha=8))
     assert loaded.backend == backend
     names = {name for name, p in loaded.model.named_parameters() if p.requires_grad}

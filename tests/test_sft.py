@@ -17,10 +17,7 @@ QUICK = ["data.train=synth:48", "data.validation=synth-held-out:16", "train.max_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["hf", "unsloth"])
-def test_sft_trains_records_and_resumes(tmp_path, backend, pytestconfig, run_recipe):
-    if backend == "unsloth" and pytestconfig.unsloth_reason:
-        pytest.skip(pytestconfig.unsloth_reason)
+def test_sft_trains_records_and_resumes(tmp_path, backend, run_recipe):
     out = tmp_path / "run"
     result = run_recipe("smoke", out, QUICK + [f"model.backend={backend}"])
     assert result["backend"] == backend and result["steps"] == 6
