@@ -345,9 +345,11 @@ def bench():
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--one-at-a-time", type=click.IntRange(min=1), default=64, show_default=True,
               help="Questions for the one-at-a-time generation run.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Runs of each mode; the table shows the median.")
 @click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True)
 @click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True)
-def bench_inference(model_dir, count, batch_size, max_new_tokens, one_at_a_time, backend, load_in_4bit):
+def bench_inference(model_dir, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend, load_in_4bit):
     """Questions/s of score mode, batched generation and one-at-a-time generation, as a Markdown table."""
     import platform
     import tempfile
@@ -366,7 +368,7 @@ def bench_inference(model_dir, count, batch_size, max_new_tokens, one_at_a_time,
         loaded = load_model(ModelConfig(name=model_dir, backend=chosen, load_in_4bit=load_in_4bit), None,
                             backend=chosen)
         rows = inference_speed(loaded.model, loaded.tokenizer, synth_questions(count, seed=11), batch_size,
-                               max_new_tokens, one_at_a_time)
+                               max_new_tokens, one_at_a_time, repeat)
     device = "CUDA " + __import__("torch").cuda.get_device_name() if __import__("torch").cuda.is_available() \
         else f"CPU ({platform.machine()}, {__import__('os').cpu_count()} cores)"
     click.echo(f"model {model_dir}, backend {chosen}, 4-bit {load_in_4bit}, batch {batch_size}, {device}\n")

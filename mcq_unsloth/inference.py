@@ -45,17 +45,30 @@ def letter_token_ids(tokenizer, letters: str) -> dict[str, int]:
 
 
 def score_questions(model, tokenizer, questions: list[Question], prompt: PromptConfig | None = None,
-                    batch_size: int = 16) -> list[Scored]:
-    """Score every question's option letters, ``batch_size`` prompts per forward pass; results in input order."""
+                    batch_size: int = 16, prefix: PromptPrefix | None = None) -> list[Scored]:
+    """Score every question's option letters, ``batch_size`` prompts per forward pass; results in input order.
+
+    The prompts' shared start (chat header, system prompt, instruction) runs through the model once and every
+    batch reuses its keys and values; pass ``prefix`` (from :func:`prompt_prefix`) to reuse it across calls.
+    """
     import torch
 
     token_ids = letter_token_ids(tokenizer, "".join(sorted({x for q in questions for x in q.options})))
+    prompts = prompt_token_ids(tokenizer, questions, prompt)
+    if prefix is None:
+        prefix = prompt_prefix(model, prompts)
+    elif any(ids[:len(prefix.token_ids)] != prefix.token_ids or len(ids) == len(prefix.token_ids)
+             for ids in prompts):
+        raise ValueError("prefix: some prompts do not start with the given prefix")
+    skip = len(prefix.token_ids) if prefix else 0
     results: list[Scored | None] = [None] * len(questions)
-    for indices, encoded in _left_padded_batches(model, tokenizer, questions, prompt, batch_size):
+    for indices, input_ids, mask in _left_padded_batches(model, tokenizer, prompts, batch_size, skip):
         # Left padding shifts real tokens right; positions must count real tokens only.
-        positions = (encoded["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+        cache = prefix.cache(len(indices)) if prefix else None
         with torch.inference_mode():
-            logits = model(**encoded, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           logits_to_keep=1).logits[:, -1, :].float()
         for index, row in zip(indices, logits):
             own = list(questions[index].options)
             probabilities = dict(zip(own, torch.softmax(row[[token_ids[x] for x in own]], dim=-1).tolist()))
@@ -69,32 +82,85 @@ def generate_answers(model, tokenizer, questions: list[Question], prompt: Prompt
     import torch
 
     results: list[Generated | None] = [None] * len(questions)
-    for indices, encoded in _left_padded_batches(model, tokenizer, questions, prompt, batch_size):
+    prompts = prompt_token_ids(tokenizer, questions, prompt)
+    for indices, input_ids, mask in _left_padded_batches(model, tokenizer, prompts, batch_size):
         with torch.inference_mode():
-            output = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        replies = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
+            output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        replies = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
         for index, reply in zip(indices, replies):
             q = questions[index]
             results[index] = Generated(q.id, extract_answer(reply, q.options), reply)
     return results
 
 
-def _left_padded_batches(model, tokenizer, questions, prompt, batch_size):
-    """(question indices, encoded batch) pairs, longest prompts first: padding is minimal, and the first batch
-    shows at once whether memory suffices. Prompts are tokenized once and padded per batch."""
+def prompt_token_ids(tokenizer, questions: list[Question], prompt: PromptConfig | None = None) -> list[list[int]]:
+    """Each question's rendered chat prompt as token ids, tokenized in one call."""
     texts = [render_prompt(tokenizer, q, prompt) for q in questions]
-    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    order = sorted(range(len(questions)), key=lambda i: -len(token_ids[i]))
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class PromptPrefix:
+    """The tokens a set of prompts starts with and the model's keys and values for them (batch of one)."""
+
+    token_ids: list[int]
+    states: list[tuple]  # (keys, values) per layer
+
+    def cache(self, batch: int):
+        """A fresh cache holding the prefix for ``batch`` rows (views: the prefix is not copied here)."""
+        from transformers import DynamicCache
+
+        return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.states])
+
+
+def prompt_prefix(model, prompts: list[list[int]]) -> PromptPrefix | None:
+    """Run the tokens all ``prompts`` start with through ``model`` once (each prompt keeps at least one token
+    of its own). None for fewer than two prompts, no shared start, or a model whose cache is not a plain
+    per-layer one (sliding windows)."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    if len(prompts) < 2:
+        return None
+    first, length = prompts[0], min(len(ids) for ids in prompts) - 1
+    for ids in prompts:
+        length = next((i for i in range(length) if ids[i] != first[i]), length)
+    if length <= 0:
+        return None
     device = next(model.parameters()).device
-    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        for start in range(0, len(order), batch_size):
-            indices = order[start:start + batch_size]
-            encoded = tokenizer.pad({"input_ids": [token_ids[i] for i in indices]}, return_tensors="pt")
-            yield indices, encoded.to(device)
-    finally:
-        tokenizer.padding_side = padding_side
+    with torch.inference_mode():
+        cache = model(input_ids=torch.tensor([first[:length]], device=device), use_cache=True,
+                      logits_to_keep=1).past_key_values
+    if isinstance(cache, (tuple, list)):  # Unsloth's fast path returns per-layer (keys, values) tuples
+        states = [(layer[0], layer[1]) for layer in cache]
+    elif cache is not None and all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None])):
+        states = [(layer.keys, layer.values) for layer in cache.layers]
+    else:
+        return None
+    return PromptPrefix(first[:length], states)
+
+
+def _left_padded_batches(model, tokenizer, prompts: list[list[int]], batch_size: int, skip: int = 0):
+    """(prompt indices, input ids, attention mask) per batch, longest prompts first: padding is minimal, and
+    the first batch shows at once whether memory suffices. ``skip`` leading tokens (a cached prefix) are left
+    out of the input ids but covered by the mask."""
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        width = len(prompts[indices[0]]) - skip
+        input_ids = torch.full((len(indices), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(indices), skip + width), dtype=torch.long)
+        mask[:, :skip] = 1
+        for row, index in enumerate(indices):
+            own = prompts[index][skip:]
+            input_ids[row, width - len(own):] = torch.tensor(own)
+            mask[row, skip + width - len(own):] = 1
+        yield indices, input_ids.to(device), mask.to(device)
 
 
 def accuracy(questions: list[Question], predictions: list[str | None]) -> float:

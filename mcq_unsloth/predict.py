@@ -49,6 +49,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
     done = finished_ids(out, settings.id_column) if resume else set()
     pending = [q for q in questions if q.id not in done]
     batch_size = settings.batch_size or _first_batch_size(model)
+    prefix = _prompt_prefix(model, tokenizer, pending, settings, prompt)
     new_file = not out.exists() or not resume
     start = time.perf_counter()
     with out.open("w" if new_file else "a", encoding="utf-8", newline="") as sink, \
@@ -63,7 +64,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
             per_question = len(pending[position].options) if settings.circular else 1
             chunk = pending[position:position + max(1, batch_size // per_question)]
             try:
-                results = _answer(model, tokenizer, chunk, settings, prompt, batch_size)
+                results = _answer(model, tokenizer, chunk, settings, prompt, batch_size, prefix)
             except out_of_memory_errors() as error:
                 if batch_size == 1:
                     raise
@@ -137,13 +138,24 @@ def metrics(questions: list[Question], predicted: dict[str, str | None], rotatio
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int):
+def _prompt_prefix(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt):
+    """In score mode, the start every prompt of the file shares, run through the model once for all chunks."""
+    from .inference import prompt_prefix, prompt_token_ids
+
+    if settings.mode != "score" or len(questions) < 2:
+        return None
+    asked = [r for q in questions for r in (_rotations(q) if settings.circular else [q])]
+    return prompt_prefix(model, prompt_token_ids(tokenizer, asked, prompt))
+
+
+def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int,
+            prefix=None):
     """(Prediction, raw record) for each question of the chunk, in order."""
     from .inference import generate_answers, score_questions
 
     asked = [r for q in chunk for r in (_rotations(q) if settings.circular else [q])]
     if settings.mode == "score":
-        outputs = score_questions(model, tokenizer, asked, prompt, batch_size)
+        outputs = score_questions(model, tokenizer, asked, prompt, batch_size, prefix)
         records = [{"prediction": o.prediction, "probabilities": o.probabilities} for o in outputs]
     else:
         outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)

@@ -119,7 +119,7 @@ def test_recipe_without_training_data_says_how_and_leaves_nothing(tmp_path):
 
 
 def test_bench_inference_prints_a_table():
-    result = run("bench", "inference", "--n", 16, "--one-at-a-time", 4, "--backend", "hf", "--no-4bit")
+    result = run("bench", "inference", "--n", 16, "--one-at-a-time", 4, "--repeat", 1, "--backend", "hf", "--no-4bit")
     assert result.exit_code == 0, result.output
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| mode |") and len(table) == 5

@@ -8,6 +8,7 @@ from mcq_unsloth import Question
 from mcq_unsloth.config import LoraConfig, ModelConfig
 from mcq_unsloth.inference import letter_token_ids, score_questions
 from mcq_unsloth.models import ModelLoadError, load_model, resolve_backend
+from mcq_unsloth.prompts import PromptConfig
 from mcq_unsloth.synth import synth_questions
 
 
@@ -67,3 +68,29 @@ def test_batched_scores_equal_one_at_a_time(inference_model):
         for letter in q.options:
             assert together.probabilities[letter] == pytest.approx(alone.probabilities[letter], abs=1e-5)
         assert sum(together.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_scores_with_the_shared_prefix_cached_equal_a_plain_forward_pass(tiny_model_dir, backend):
+    """The prompts' shared start runs once and batches reuse its keys and values: each question's letter
+    probabilities must still equal one full forward pass over its whole prompt, 4-bit, on both backends."""
+    import torch
+
+    from mcq_unsloth.inference import prompt_prefix, prompt_token_ids
+
+    loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), None)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    questions = synth_questions(9, seed=5, kinds=["lookup", "count", "match"])
+    questions.append(Question("two", "这是一个特别长的问题，" * 6, {"A": "甲", "B": "乙"}, "B"))
+    prompts = prompt_token_ids(tokenizer, questions)
+    prefix = prompt_prefix(model, prompts)
+    assert prefix is not None and len(prefix.token_ids) >= 30  # chat header, system prompt, instruction
+    letters = letter_token_ids(tokenizer, "ABCD")
+    for scored in (score_questions(model, tokenizer, questions, batch_size=4),
+                   score_questions(model, tokenizer, questions, batch_size=3, prefix=prefix)):
+        for q, ids, got in zip(questions, prompts, scored):
+            with torch.inference_mode():
+                row = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+            expected = torch.softmax(row[[letters[x] for x in q.options]], dim=-1).tolist()
+            assert list(got.probabilities.values()) == pytest.approx(expected, abs=1e-5), q.id
+    with pytest.raises(ValueError, match="do not start with the given prefix"):
+        score_questions(model, tokenizer, questions[:2], prompt=PromptConfig("en"), prefix=prefix)

@@ -115,11 +115,11 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_work(tmp_path, tiny, 
 
     real, calls = inference.score_questions, []
 
-    def flaky(model, tokenizer, questions, prompt, batch_size):
+    def flaky(model, tokenizer, questions, prompt, batch_size, prefix):
         calls.append((len(questions), batch_size))
         if len(calls) == 2:  # the second batch runs out of memory once
             raise torch.cuda.OutOfMemoryError("simulated")
-        return real(model, tokenizer, questions, prompt, batch_size)
+        return real(model, tokenizer, questions, prompt, batch_size, prefix)
 
     monkeypatch.setattr(inference, "score_questions", flaky)
     out = tmp_path / "sub.csv"
