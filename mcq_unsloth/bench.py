@@ -17,6 +17,8 @@ def inference_speed(model, tokenizer, questions: list[Question], batch_size: int
     uses the first ``one_at_a_time`` questions (it is the slow one)."""
     import statistics
 
+    import torch
+
     from .inference import generate_answers, score_questions
 
     runs = [
@@ -30,6 +32,8 @@ def inference_speed(model, tokenizer, questions: list[Question], batch_size: int
     rows = []
     for name, asked, answer in runs:
         timings = []
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(repeat):
             start = time.perf_counter()
             answer(asked)
@@ -37,17 +41,21 @@ def inference_speed(model, tokenizer, questions: list[Question], batch_size: int
         seconds = statistics.median(timings)
         rows.append({"mode": name, "questions": len(asked), "seconds": round(seconds, 3),
                      "questions_per_second": round(len(asked) / seconds, 1)})
+        if torch.cuda.is_available():
+            rows[-1]["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return rows
 
 
 def format_table(rows: list[dict]) -> str:
     """A Markdown table of the rows, with each mode's speed relative to batched generation (the second row)
-    and to one-at-a-time generation (the last)."""
+    and to one-at-a-time generation (the last), and peak GPU memory where it was measured."""
     batched, alone = rows[1]["questions_per_second"], rows[-1]["questions_per_second"]
-    lines = ["| mode | questions | seconds (median) | questions/s | vs generate batched | vs one at a time |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    memory = all("peak_gib" in row for row in rows)
+    lines = ["| mode | questions | seconds (median) | questions/s | vs generate batched | vs one at a time |"
+             + (" peak GPU memory (GiB) |" if memory else ""),
+             "| --- " * (7 if memory else 6) + "|"]
     for row in rows:
         speed = row["questions_per_second"]
         lines.append(f"| {row['mode']} | {row['questions']} | {row['seconds']} | {speed} | {speed / batched:.1f}x | "
-                     f"{speed / alone:.1f}x |")
+                     f"{speed / alone:.1f}x |" + (f" {row['peak_gib']} |" if memory else ""))
     return "\n".join(lines)

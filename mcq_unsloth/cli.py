@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .tiny import SHAPES
+
 
 class UserError(click.ClickException):
     """A mistake the user can fix: printed as one line, exit code 2."""
@@ -339,6 +341,8 @@ def bench():
 
 @bench.command("inference")
 @click.option("--model", "model_dir", default=None, help="Model folder or Hub id (default: a tiny model built now).")
+@click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,
+              help="Instead of --model: a random model with these layers, built now (speed and memory only).")
 @click.option("--n", "count", type=click.IntRange(min=8), default=256, show_default=True,
               help="Synthetic questions to answer.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -349,29 +353,42 @@ def bench():
               help="Runs of each mode; the table shows the median.")
 @click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True)
 @click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True)
-def bench_inference(model_dir, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend, load_in_4bit):
+def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend,
+                    load_in_4bit):
     """Questions/s of score mode, batched generation and one-at-a-time generation, as a Markdown table."""
     import platform
     import tempfile
 
     from .bench import format_table, inference_speed
     from .config import ModelConfig
+    from .inference import prompt_token_ids
     from .models import load_model, resolve_backend
     from .synth import synth_questions
 
+    if model_dir and shape:
+        raise UserError("give --model or --shape, not both")
     chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
     with tempfile.TemporaryDirectory() as scratch, _user_errors():
-        if model_dir is None:
+        if shape:
+            from .tiny import build_shaped_model
+
+            click.echo(f"building a random {shape}-shaped model ...", err=True)
+            model_dir = str(build_shaped_model(Path(scratch) / shape, shape))
+        elif model_dir is None:
             from .tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(scratch) / "tiny"))
         loaded = load_model(ModelConfig(name=model_dir, backend=chosen, load_in_4bit=load_in_4bit), None,
                             backend=chosen)
-        rows = inference_speed(loaded.model, loaded.tokenizer, synth_questions(count, seed=11), batch_size,
-                               max_new_tokens, one_at_a_time, repeat)
+        questions = synth_questions(count, seed=11)
+        rows = inference_speed(loaded.model, loaded.tokenizer, questions, batch_size, max_new_tokens, one_at_a_time,
+                               repeat)
+        tokens = sum(map(len, prompt_token_ids(loaded.tokenizer, questions))) / len(questions)
     device = "CUDA " + __import__("torch").cuda.get_device_name() if __import__("torch").cuda.is_available() \
         else f"CPU ({platform.machine()}, {__import__('os').cpu_count()} cores)"
-    click.echo(f"model {model_dir}, backend {chosen}, 4-bit {load_in_4bit}, batch {batch_size}, {device}\n")
+    name = f"random {shape}-shaped model" if shape else f"model {model_dir}"
+    click.echo(f"{name}, backend {chosen}, 4-bit {load_in_4bit}, batch {batch_size}, prompts of {tokens:.0f} tokens "
+               f"on average, {device}\n")
     click.echo(format_table(rows))
 
 

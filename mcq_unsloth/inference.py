@@ -1,7 +1,8 @@
 """Answering questions with a model, in batches: letter scoring or generation.
 
 ``score`` reads the logits at the answer position (right after the opened assistant turn), keeps only the
-choice letters' tokens and softmaxes over them: one forward pass, no generation, no parsing. ``generate``
+choice letters' tokens and softmaxes over them: one forward pass, no generation, no parsing. The prompts'
+shared start runs once; batches reuse its keys and values (:func:`prompt_prefix`). ``generate``
 decodes greedily and extracts the letter with :func:`mcq_unsloth.extract_answer`. Both left-pad batches of
 similar length; results never depend on the batch a question lands in.
 """

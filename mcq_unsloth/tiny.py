@@ -1,8 +1,11 @@
-"""Tiny random models for tests and smoke runs, built in seconds on a CPU with no download.
+"""Random models built with no download: tiny ones for tests and smoke runs, and real-sized ones for
+speed and memory benchmarks.
 
 A tiny model is a normal Hugging Face folder: a few-layer Qwen2 or Llama with hidden size 64 and a byte-level
 BPE tokenizer trained on our own Chinese and English text (so every character can be written, and frequent
-ones are single tokens), with a ChatML chat template like Qwen's.
+ones are single tokens), with a ChatML chat template like Qwen's. A shaped model has the layers of a real
+model (:data:`SHAPES`) with random weights and the same small tokenizer: its speed and memory are the real
+model's (bar the smaller vocabulary), its answers are noise.
 """
 
 from __future__ import annotations
@@ -30,21 +33,56 @@ def build_tiny_model(out: str | Path, arch: str = "qwen2", *, layers: int = 2, h
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    out = Path(out)
     tokenizer = build_tokenizer(vocab_size)
     config_class, model_class = {"qwen2": (Qwen2Config, Qwen2ForCausalLM),
                                  "llama": (LlamaConfig, LlamaForCausalLM)}[arch]
-    config = config_class(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=False, bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-    )
+    config = _config(config_class, tokenizer, hidden_size=hidden, intermediate_size=hidden * 2,
+                     num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                     max_position_embeddings=1024)
     torch.manual_seed(seed)
-    model = model_class(config)
-    model.generation_config.eos_token_id = config.eos_token_id
-    model.generation_config.pad_token_id = config.pad_token_id
+    return _save(model_class(config), tokenizer, Path(out))
+
+
+# Layer dimensions of real models (their config.json), for benchmarks with random weights.
+SHAPES = {
+    "qwen2.5-7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                   "num_attention_heads": 28, "num_key_value_heads": 4, "rope_theta": 1e6},
+    "qwen2.5-14b": {"hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 48,
+                    "num_attention_heads": 40, "num_key_value_heads": 8, "rope_theta": 1e6},
+}
+
+
+def build_shaped_model(out: str | Path, shape: str, seed: int = 0) -> Path:
+    """Write a random Qwen2 model with the layers of ``shape`` (a key of :data:`SHAPES`) in bfloat16, and the
+    tiny tokenizer, to ``out``. The weights are made on the GPU when there is one (seconds for a 7B)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer()
+    config = _config(Qwen2Config, tokenizer, max_position_embeddings=32768, **SHAPES[shape])
+    torch.manual_seed(seed)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen2ForCausalLM._from_config(config, dtype=torch.bfloat16)
+    out = _save(model, tokenizer, Path(out))
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def _config(config_class, tokenizer, **dimensions):
+    """A model config for ``tokenizer``: its vocabulary and special tokens, untied input and output
+    embeddings (a tiny model trains them apart, see the smoke recipe)."""
+    return config_class(
+        vocab_size=len(tokenizer), tie_word_embeddings=False, bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), **dimensions,
+    )
+
+
+def _save(model, tokenizer, out: Path) -> Path:
+    model.generation_config.eos_token_id = model.config.eos_token_id
+    model.generation_config.pad_token_id = model.config.pad_token_id
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -24,6 +24,23 @@ def test_tiny_model_config(tiny_model_dir):
     assert config["model_type"] == "qwen2" and config["hidden_size"] == 64 and config["num_hidden_layers"] == 2
 
 
+def test_shaped_models_have_the_real_layers_and_load_in_4bit(tmp_path, monkeypatch):
+    """``bench inference --shape`` builds these; a small made-up shape keeps the test quick."""
+    from mcq_unsloth import tiny
+
+    assert tiny.SHAPES["qwen2.5-7b"]["hidden_size"] == 3584 and tiny.SHAPES["qwen2.5-7b"]["num_hidden_layers"] == 28
+    monkeypatch.setitem(tiny.SHAPES, "small", {"hidden_size": 128, "intermediate_size": 320, "num_hidden_layers": 3,
+                                               "num_attention_heads": 4, "num_key_value_heads": 2})
+    folder = tiny.build_shaped_model(tmp_path / "small", "small")
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]) == (128, 320, 3)
+    assert config["dtype"] == "bfloat16"
+    loaded = load_model(ModelConfig(name=str(folder), backend="hf", dtype="float32"), None)
+    assert [type(m).__name__ for m in loaded.model.modules()].count("Linear4bit") == 3 * 7
+    (scored,) = score_questions(loaded.model, loaded.tokenizer, synth_questions(1, seed=0))
+    assert sum(scored.probabilities.values()) == pytest.approx(1.0)
+
+
 def test_backends_load_4bit_with_lora_on_every_projection(tiny_model_dir, backend):
     loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), LoraConfig(r=4, lora_alpha=8))
     assert loaded.backend == backend
@@ -85,12 +102,14 @@ def test_scores_with_the_shared_prefix_cached_equal_a_plain_forward_pass(tiny_mo
     prefix = prompt_prefix(model, prompts)
     assert prefix is not None and len(prefix.token_ids) >= 30  # chat header, system prompt, instruction
     letters = letter_token_ids(tokenizer, "ABCD")
+    device = next(model.parameters()).device
+    tolerance = 1e-5 if model.dtype == torch.float32 else 2e-2  # bfloat16 on a GPU
     for scored in (score_questions(model, tokenizer, questions, batch_size=4),
                    score_questions(model, tokenizer, questions, batch_size=3, prefix=prefix)):
         for q, ids, got in zip(questions, prompts, scored):
             with torch.inference_mode():
-                row = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+                row = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()
             expected = torch.softmax(row[[letters[x] for x in q.options]], dim=-1).tolist()
-            assert list(got.probabilities.values()) == pytest.approx(expected, abs=1e-5), q.id
+            assert list(got.probabilities.values()) == pytest.approx(expected, abs=tolerance), q.id
     with pytest.raises(ValueError, match="do not start with the given prefix"):
         score_questions(model, tokenizer, questions[:2], prompt=PromptConfig("en"), prefix=prefix)
