@@ -101,6 +101,22 @@ def test_eval_writes_metrics_and_confusion(tmp_path, tiny_model_dir):
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
 
 
+@pytest.mark.parametrize("name", ["mcq_zh.csv", "reasoning_zh.tsv"])
+def test_eval_on_the_shipped_data(tmp_path, tiny_model_dir, name):
+    """The shipped Chinese files end to end: every question answered, in both the metrics and the predictions."""
+    from mcq_unsloth import load_questions
+    from mcq_unsloth.resources import shipped_dir
+
+    data = shipped_dir("data") / name
+    out = tmp_path / "eval"
+    result = run("eval", "--model", tiny_model_dir, "--data", data, "--out-dir", out, "--no-4bit", "--backend", "hf")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "metrics.json").read_text())
+    questions = load_questions(data)
+    assert saved["questions"] == len(questions) > 100 and saved["unparseable"] == 0
+    assert sorted(row[0] for row in rows(out / "predictions.csv")[1:]) == sorted(q.id for q in questions)
+
+
 def test_eval_needs_answers(tmp_path, tiny_model_dir):
     data = tmp_path / "test.csv"
     write_questions([Question("1", "q", {"A": "x", "B": "y"})], data)
