@@ -9,6 +9,7 @@ similar length; results never depend on the batch a question lands in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .data import Question
@@ -56,12 +57,11 @@ def score_questions(model, tokenizer, questions: list[Question], prompt: PromptC
 
     token_ids = letter_token_ids(tokenizer, "".join(sorted({x for q in questions for x in q.options})))
     prompts = prompt_token_ids(tokenizer, questions, prompt)
-    if prefix is None:
-        prefix = prompt_prefix(model, prompts)
-    elif any(ids[:len(prefix.token_ids)] != prefix.token_ids or len(ids) == len(prefix.token_ids)
-             for ids in prompts):
-        raise ValueError("prefix: some prompts do not start with the given prefix")
+    if prefix is None and len(prompts) > 1:
+        prefix = prompt_prefix(model, shared_start(prompts))
     skip = len(prefix.token_ids) if prefix else 0
+    if prefix and any(ids[:skip] != prefix.token_ids or len(ids) == skip for ids in prompts):
+        raise ValueError("prefix: some prompts do not start with the given prefix")
     results: list[Scored | None] = [None] * len(questions)
     for indices, input_ids, mask in _left_padded_batches(model, tokenizer, prompts, batch_size, skip):
         # Left padding shifts real tokens right; positions must count real tokens only.
@@ -115,23 +115,35 @@ class PromptPrefix:
         return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.states])
 
 
-def prompt_prefix(model, prompts: list[list[int]]) -> PromptPrefix | None:
-    """Run the tokens all ``prompts`` start with through ``model`` once (each prompt keeps at least one token
-    of its own). None for fewer than two prompts, no shared start, or a model whose cache is not a plain
-    per-layer one (sliding windows)."""
+def shared_start(prompts: Iterable[list[int]]) -> list[int]:
+    """The longest run of tokens every prompt starts with, leaving each at least one token of its own.
+
+    >>> shared_start([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    [1, 2]
+    >>> shared_start([[1, 2], [1, 2]])
+    [1]
+    """
+    common: list[int] | None = None
+    for ids in prompts:
+        if common is None:
+            common = list(ids[:-1])
+            continue
+        length = min(len(common), len(ids) - 1)
+        common = common[:next((i for i in range(length) if ids[i] != common[i]), length)]
+    return common or []
+
+
+def prompt_prefix(model, token_ids: list[int]) -> PromptPrefix | None:
+    """Run ``token_ids`` (a :func:`shared_start`) through ``model`` once and keep its keys and values. None for
+    no tokens or a model whose cache is not a plain per-layer one (sliding windows)."""
     import torch
     from transformers.cache_utils import DynamicLayer
 
-    if len(prompts) < 2:
-        return None
-    first, length = prompts[0], min(len(ids) for ids in prompts) - 1
-    for ids in prompts:
-        length = next((i for i in range(length) if ids[i] != first[i]), length)
-    if length <= 0:
+    if not token_ids:
         return None
     device = next(model.parameters()).device
     with torch.inference_mode():
-        cache = model(input_ids=torch.tensor([first[:length]], device=device), use_cache=True,
+        cache = model(input_ids=torch.tensor([token_ids], device=device), use_cache=True,
                       logits_to_keep=1).past_key_values
     if isinstance(cache, (tuple, list)):  # Unsloth's fast path returns per-layer (keys, values) tuples
         states = [(layer[0], layer[1]) for layer in cache]
@@ -139,7 +151,7 @@ def prompt_prefix(model, prompts: list[list[int]]) -> PromptPrefix | None:
         states = [(layer.keys, layer.values) for layer in cache.layers]
     else:
         return None
-    return PromptPrefix(first[:length], states)
+    return PromptPrefix(list(token_ids), states)
 
 
 def _left_padded_batches(model, tokenizer, prompts: list[list[int]], batch_size: int, skip: int = 0):

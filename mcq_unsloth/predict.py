@@ -139,13 +139,15 @@ def metrics(questions: list[Question], predicted: dict[str, str | None], rotatio
 # --- helpers ------------------------------------------------------------------------------------------
 
 def _prompt_prefix(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt):
-    """In score mode, the start every prompt of the file shares, run through the model once for all chunks."""
-    from .inference import prompt_prefix, prompt_token_ids
+    """In score mode, the start every prompt of the file shares, run through the model once for all chunks.
+    Prompts are tokenized a thousand at a time: a large file's token ids are never all held at once."""
+    from .inference import prompt_prefix, prompt_token_ids, shared_start
 
     if settings.mode != "score" or len(questions) < 2:
         return None
     asked = [r for q in questions for r in (_rotations(q) if settings.circular else [q])]
-    return prompt_prefix(model, prompt_token_ids(tokenizer, asked, prompt))
+    chunks = (prompt_token_ids(tokenizer, asked[i:i + 1000], prompt) for i in range(0, len(asked), 1000))
+    return prompt_prefix(model, shared_start(ids for chunk in chunks for ids in chunk))
 
 
 def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int,

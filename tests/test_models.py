@@ -92,14 +92,14 @@ def test_scores_with_the_shared_prefix_cached_equal_a_plain_forward_pass(tiny_mo
     probabilities must still equal one full forward pass over its whole prompt, 4-bit, on both backends."""
     import torch
 
-    from mcq_unsloth.inference import prompt_prefix, prompt_token_ids
+    from mcq_unsloth.inference import prompt_prefix, prompt_token_ids, shared_start
 
     loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), None)
     model, tokenizer = loaded.model, loaded.tokenizer
     questions = synth_questions(9, seed=5, kinds=["lookup", "count", "match"])
     questions.append(Question("two", "这是一个特别长的问题，" * 6, {"A": "甲", "B": "乙"}, "B"))
     prompts = prompt_token_ids(tokenizer, questions)
-    prefix = prompt_prefix(model, prompts)
+    prefix = prompt_prefix(model, shared_start(prompts))
     assert prefix is not None and len(prefix.token_ids) >= 30  # chat header, system prompt, instruction
     letters = letter_token_ids(tokenizer, "ABCD")
     device = next(model.parameters()).device
