@@ -55,7 +55,8 @@ def score_questions(model, tokenizer, questions: list[Question], prompt: PromptC
     """
     import torch
 
-    token_ids = letter_token_ids(tokenizer, "".join(sorted({x for q in questions for x in q.options})))
+    letters = "".join(sorted({x for q in questions for x in q.options}))
+    token_ids = list(letter_token_ids(tokenizer, letters).values())
     prompts = prompt_token_ids(tokenizer, questions, prompt)
     if prefix is None and len(prompts) > 1:
         prefix = prompt_prefix(model, shared_start(prompts))
@@ -69,10 +70,12 @@ def score_questions(model, tokenizer, questions: list[Question], prompt: PromptC
         cache = prefix.cache(len(indices)) if prefix else None
         with torch.inference_mode():
             logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                           logits_to_keep=1).logits[:, -1, :].float()
-        for index, row in zip(indices, logits):
-            own = list(questions[index].options)
-            probabilities = dict(zip(own, torch.softmax(row[[token_ids[x] for x in own]], dim=-1).tolist()))
+                           logits_to_keep=1).logits[:, -1, token_ids].float()
+        # A question's softmax runs over its own letters only: the others get no probability mass.
+        foreign = torch.tensor([[x not in questions[i].options for x in letters] for i in indices],
+                               device=logits.device)
+        for index, row in zip(indices, torch.softmax(logits.masked_fill(foreign, float("-inf")), dim=-1).tolist()):
+            probabilities = {x: row[letters.index(x)] for x in questions[index].options}
             results[index] = Scored(questions[index].id, max(probabilities, key=probabilities.get), probabilities)
     return results
 
