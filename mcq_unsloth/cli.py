@@ -350,7 +350,7 @@ def bench():
 @click.option("--one-at-a-time", type=click.IntRange(min=1), default=64, show_default=True,
               help="Questions for the one-at-a-time generation run.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Runs of each mode; the table shows the median.")
+              help="Rounds (each runs every mode once); the table shows the medians.")
 @click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True)
 @click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True)
 def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend,
