@@ -400,17 +400,23 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
 @click.option("--layers", type=click.IntRange(1, 12), default=2, show_default=True)
 @click.option("--hidden", type=click.IntRange(64, 1024), default=64, show_default=True,
               help="Hidden size (a multiple of 16).")
+@click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,
+              help="Instead: a random Qwen2 model with these layers, in bfloat16, for speed and memory checks.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
-def tiny(out, arch, layers, hidden, seed, overwrite):
+def tiny(out, arch, layers, hidden, shape, seed, overwrite):
     """Write a tiny random model and tokenizer to OUT (an HF folder, seconds on CPU)."""
     from .runs import prepare_run_dir
-    from .tiny import build_tiny_model
+    from .tiny import build_shaped_model, build_tiny_model
 
     if hidden % 16:
         raise UserError(f"--hidden {hidden} is not a multiple of 16")
     with _user_errors():
         prepare_run_dir(out, overwrite=overwrite)
+    if shape:
+        build_shaped_model(out, shape, seed=seed)
+        click.echo(f"wrote a random {shape}-shaped model to {out}")
+        return
     build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
     click.echo(f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
 

@@ -118,6 +118,15 @@ def test_recipe_without_training_data_says_how_and_leaves_nothing(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.gpu
+def test_bench_inference_on_a_gpu_reports_peak_memory():
+    result = run("bench", "inference", "--n", 16, "--one-at-a-time", 2, "--repeat", 1, "--backend", "unsloth")
+    assert result.exit_code == 0, result.output
+    assert "CUDA" in result.stdout and "peak GPU memory (GiB)" in result.stdout
+    rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| score")]
+    assert float(rows[0][-2]) > 0
+
+
 def test_bench_inference_prints_a_table():
     result = run("bench", "inference", "--n", 16, "--one-at-a-time", 4, "--repeat", 1, "--backend", "hf", "--no-4bit")
     assert result.exit_code == 0, result.output
