@@ -112,7 +112,7 @@ class PromptPrefix:
     states: list[tuple]  # (keys, values) per layer
 
     def cache(self, batch: int):
-        """A fresh cache holding the prefix for ``batch`` rows (views: the prefix is not copied here)."""
+        """A fresh cache holding the prefix for ``batch`` rows; forward passes extend copies, never the prefix."""
         from transformers import DynamicCache
 
         return DynamicCache([(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.states])

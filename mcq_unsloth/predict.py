@@ -145,7 +145,7 @@ def _prompt_prefix(model, tokenizer, questions: list[Question], settings: Predic
 
     if settings.mode != "score" or len(questions) < 2:
         return None
-    asked = [r for q in questions for r in (_rotations(q) if settings.circular else [q])]
+    asked = _asked(questions, settings)
     chunks = (prompt_token_ids(tokenizer, asked[i:i + 1000], prompt) for i in range(0, len(asked), 1000))
     return prompt_prefix(model, shared_start(ids for chunk in chunks for ids in chunk))
 
@@ -155,7 +155,7 @@ def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, 
     """(Prediction, raw record) for each question of the chunk, in order."""
     from .inference import generate_answers, score_questions
 
-    asked = [r for q in chunk for r in (_rotations(q) if settings.circular else [q])]
+    asked = _asked(chunk, settings)
     if settings.mode == "score":
         outputs = score_questions(model, tokenizer, asked, prompt, batch_size, prefix)
         records = [{"prediction": o.prediction, "probabilities": o.probabilities} for o in outputs]
@@ -183,6 +183,11 @@ def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, 
         results.append((Prediction(q.id, answer, positions),
                         {"id": q.id, "prediction": answer, "rotations": positions, "details": mine_records}))
     return results
+
+
+def _asked(questions: list[Question], settings: PredictSettings) -> list[Question]:
+    """What is put to the model: each question, or with ``circular`` each of its rotations in turn."""
+    return [r for q in questions for r in (_rotations(q) if settings.circular else [q])]
 
 
 def _rotations(q: Question) -> list[Question]:
