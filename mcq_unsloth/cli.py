@@ -367,6 +367,9 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
 
     if model_dir and shape:
         raise UserError("give --model or --shape, not both")
+    if shape and not __import__("torch").cuda.is_available():
+        raise UserError(f"--shape {shape} builds and runs a real-sized model, which needs a CUDA GPU; "
+                        "without one, leave --shape out to benchmark the tiny model")
     chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
     with tempfile.TemporaryDirectory() as scratch, _user_errors():
         if shape:

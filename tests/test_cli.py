@@ -127,6 +127,16 @@ def test_bench_inference_on_a_gpu_reports_peak_memory():
     assert float(rows[0][-2]) > 0
 
 
+def test_bench_inference_shape_needs_one_model_source_and_a_gpu():
+    import torch
+
+    both = run("bench", "inference", "--shape", "qwen2.5-7b", "--model", "x")
+    assert both.exit_code == 2 and "not both" in both.output
+    if not torch.cuda.is_available():
+        alone = run("bench", "inference", "--shape", "qwen2.5-7b")
+        assert alone.exit_code == 2 and "needs a CUDA GPU" in alone.output
+
+
 def test_bench_inference_prints_a_table():
     result = run("bench", "inference", "--n", 16, "--one-at-a-time", 4, "--repeat", 1, "--backend", "hf", "--no-4bit")
     assert result.exit_code == 0, result.output
