@@ -76,6 +76,26 @@ def test_rotations_and_mapping_back():
         assert _unrotate(q, k, r.answer) == "C"                   # and maps back to the original letter
 
 
+def test_circular_scoring_votes_over_rotations_scored_like_single_questions(tmp_path, tiny):
+    """Score mode with --circular: every rotation's probabilities equal scoring that rotation on its own (the
+    file-wide cached prompt start included), and the vote maps back to the original letters."""
+    from mcq_unsloth.inference import score_questions
+
+    questions = synth_questions(5, seed=6) + [Question("two", "哪个是甲？", {"A": "乙", "B": "甲"}, "B")]
+    raw = tmp_path / "raw.jsonl"
+    settings = PredictSettings(batch_size=8, circular=True, raw=raw)
+    predict_file(tiny.model, tiny.tokenizer, questions, tmp_path / "sub.csv", settings, progress=False)
+    records = [json.loads(line) for line in raw.read_text().splitlines()]
+    assert [r["id"] for r in records] == [q.id for q in questions]
+    for q, record in zip(questions, records):
+        rotations = _rotations(q)
+        assert len(record["details"]) == len(rotations) == len(q.options)
+        for rotation, detail in zip(rotations, record["details"]):
+            (alone,) = score_questions(tiny.model, tiny.tokenizer, [rotation], batch_size=1)
+            assert detail["probabilities"] == pytest.approx(alone.probabilities, abs=1e-5)
+        assert record["prediction"] in q.options
+
+
 def test_circular_metrics_expose_position_bias():
     questions = [Question(str(i), "q", dict(zip("ABCD", "wxyz")), "ABCD"[i % 4]) for i in range(8)]
     always_a = {q.id: ["A", "A", "A", "A"] for q in questions}     # picks the first position whatever it holds
