@@ -27,6 +27,10 @@ class ModelLoadError(RuntimeError):
     """A model that cannot be loaded, with what to do about it."""
 
 
+OFFLINE_HINT = ("Without network access, point to a local copy (recipes: --set model.name=LOCAL_PATH), or try "
+                "the CPU recipes 'smoke' and 'grpo_smoke'")
+
+
 @dataclass
 class Loaded:
     model: Any
@@ -109,17 +113,21 @@ def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path 
     ``vllm_memory`` (unsloth backend only) turns on Unsloth's vLLM generation with that share of GPU memory."""
     backend = backend or resolve_backend(model.backend)
     source = str(path or model.name)
-    _check_reachable(source)
+    local_only = _check_reachable(source)
+    if (base := adapter_base(source)) is not None:
+        try:
+            local_only = _check_reachable(base)
+        except ModelLoadError as error:
+            raise ModelLoadError(f"{source} is a LoRA adapter whose base model (adapter_config.json's "
+                                 f"base_model_name_or_path) cannot be loaded: {error}") from None
     try:
         if backend == "unsloth":
-            loaded = _load_unsloth(source, model, lora, gradient_checkpointing, vllm_memory)
+            loaded = _load_unsloth(source, model, lora, gradient_checkpointing, vllm_memory, local_only)
         else:
-            loaded = _load_hf(source, model, lora, gradient_checkpointing)
+            loaded = _load_hf(source, model, lora, gradient_checkpointing, local_only)
     except OSError as error:
         # What transformers raises for a Hub id it can neither find in the cache nor download.
-        raise ModelLoadError(
-            f"cannot load model {source!r}: {error}\nWithout network access, point to a local copy with "
-            f"--set model.name=LOCAL_PATH, or try the CPU recipes 'smoke' and 'grpo_smoke'") from None
+        raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
     tokenizer = loaded.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -160,7 +168,7 @@ def torch_dtype(name: str):
 
 
 def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool,
-                  vllm_memory: float | None) -> Loaded:
+                  vllm_memory: float | None, local_only: bool) -> Loaded:
     from unsloth import FastLanguageModel
 
     checkpointing = "unsloth" if checkpointing else False
@@ -169,7 +177,7 @@ def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, chec
     net, tokenizer = FastLanguageModel.from_pretrained(
         model_name=source, max_seq_length=model.max_seq_length, load_in_4bit=model.load_in_4bit,
         dtype=None if model.dtype == "auto" else torch_dtype(model.dtype),
-        use_gradient_checkpointing=checkpointing, **vllm,
+        use_gradient_checkpointing=checkpointing, **vllm, **_cache_only(local_only),
     )
     is_adapter = adapter_base(source) is not None
     if lora is not None and not is_adapter:
@@ -183,7 +191,8 @@ def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, chec
     return Loaded(net, tokenizer, "unsloth")
 
 
-def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool) -> Loaded:
+def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool,
+             local_only: bool) -> Loaded:
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
@@ -197,8 +206,9 @@ def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpoin
     ) if model.load_in_4bit else None
     device_map = "auto" if torch.cuda.is_available() else "cpu"
     net = AutoModelForCausalLM.from_pretrained(base or source, quantization_config=quantization, dtype=dtype,
-                                               device_map=device_map)
-    tokenizer = AutoTokenizer.from_pretrained(source if base is None or _has_tokenizer(source) else base)
+                                               device_map=device_map, **_cache_only(local_only))
+    tokenizer = AutoTokenizer.from_pretrained(source if base is None or _has_tokenizer(source) else base,
+                                              local_files_only=local_only)
     training = lora is not None
     if training and quantization is not None:
         net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=checkpointing,
@@ -221,17 +231,55 @@ def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpoin
     return Loaded(net, tokenizer, "hf")
 
 
+def _cache_only(local_only: bool) -> dict:
+    """from_pretrained arguments that keep transformers off the network (its adapter lookup needs its own)."""
+    return {"local_files_only": True, "adapter_kwargs": {"local_files_only": True}} if local_only else {}
+
+
 def _has_tokenizer(folder: str) -> bool:
     return any((Path(folder) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
 
 
-def _check_reachable(source: str) -> None:
-    """Fail early, and clearly, for a name that is neither a model folder nor a Hub id."""
+def _from_cache_only(repo: str) -> bool:
+    """Whether the Hub model ``repo`` must be read from the local cache alone: True when the Hub cannot be
+    reached but the cache holds the model. Without that flag transformers spends 100-150 s in download retries
+    on a machine with no network, before it fails or falls back to the cache. Raises ModelLoadError at once
+    when neither can serve the model."""
+    import httpx
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    try:
+        cached = isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except HFValidationError as error:
+        raise ModelLoadError(f"model {repo!r} is neither a local folder nor a valid Hub id: {error}") from None
+    try:
+        HfApi().model_info(repo, timeout=10)
+    except (httpx.TransportError, OfflineModeIsEnabled):
+        if cached:
+            return True
+        raise ModelLoadError(f"cannot load model {repo!r}: it is not in the local Hugging Face cache and the Hub "
+                             f"cannot be reached.\n{OFFLINE_HINT}") from None
+    except RepositoryNotFoundError:
+        if cached:
+            return False
+        raise ModelLoadError(f"there is no model {repo!r} on the Hugging Face Hub (a private or gated one needs "
+                             f"`hf auth login`).\n{OFFLINE_HINT}") from None
+    except HfHubHTTPError:
+        pass  # the Hub answered with an error of its own: loading will retry and report it
+    return False
+
+
+def _check_reachable(source: str) -> bool:
+    """Fail early, and clearly, for a name that is neither a model folder nor a Hub id that the local cache or
+    the Hub can serve. True when a Hub model must be read from the local cache alone."""
     if Path(source).exists():
         if not (Path(source) / "config.json").is_file() and adapter_base(source) is None:
             raise ModelLoadError(f"{source} is a folder but not a model: it has no config.json or "
                                  f"adapter_config.json")
-    elif source.count("/") != 1 or source.startswith((".", "/")):
+        return False
+    if source.count("/") != 1 or source.startswith((".", "/")):
         hint = (" (an adapter a run writes: run that recipe first, e.g. mcq-unsloth recipe smoke)"
                 if Path(source).name == "adapter" else "")
         raise ModelLoadError(f"model {source!r} is neither a local folder nor a Hub id (owner/name){hint}")
+    return _from_cache_only(source)

@@ -67,6 +67,66 @@ def test_unreachable_models_say_what_to_do(tmp_path):
         load_model(ModelConfig(name="./missing/folder/here", backend="hf"), None)
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """A machine whose Hub lookups fail at once, as with no network; any file download attempt fails the test."""
+    import httpx
+    import huggingface_hub
+    import huggingface_hub.file_download
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ConnectError("[Errno -2] Name or service not known")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a Hub download was attempted")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the suite runs offline otherwise
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", unreachable)
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", no_download)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch, tiny_model_dir):
+    """A local Hugging Face cache holding the tiny model as the Hub model ``someone/tiny``."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--someone--tiny"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return repo / "snapshots" / "0123abcd"
+
+
+def test_without_network_a_cached_hub_model_loads_from_the_cache_alone(no_network, hub_cache, backend, tmp_path):
+    """transformers would spend 100-150 s retrying downloads before using the cache: we load from the cache."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    loaded = load_model(ModelConfig(name="someone/tiny", backend=backend, load_in_4bit=False), None)
+    assert loaded.model.config.hidden_size == 64
+    adapter = tmp_path / "adapter"  # an adapter whose base is the cached Hub model
+    local = load_model(ModelConfig(name=str(hub_cache), backend="hf", load_in_4bit=False), None).model
+    get_peft_model(local, PeftLoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/tiny"}))
+    assert load_model(ModelConfig(name=str(adapter), backend=backend, load_in_4bit=False), None).model is not None
+
+
+def test_without_network_an_uncached_hub_model_fails_at_once(no_network, hub_cache, tmp_path):
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache and the Hub cannot be reached"):
+        load_model(ModelConfig(name="someone/other", backend="hf"), None)
+    with pytest.raises(ModelLoadError, match="nor a valid Hub id"):
+        load_model(ModelConfig(name="someone/with space", backend="hf"), None)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/tiny-base"}))
+    with pytest.raises(ModelLoadError, match="LoRA adapter whose base model .* cannot be loaded"):
+        load_model(ModelConfig(name=str(adapter), backend="hf"), None)
+
+
 @pytest.fixture(scope="module")
 def inference_model(tiny_model_dir):
     return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None)
