@@ -223,6 +223,9 @@ def _prediction_options(command):
         click.option("--model", "model_dir", required=True,
                      help="A base model, a LoRA adapter folder (its base is read from adapter_config.json) or a "
                           "merged model: a folder or a Hub id."),
+        click.option("--base", default=None,
+                     help="For an adapter --model: the base model to load instead of the one its "
+                          "adapter_config.json names (e.g. a local copy on a machine without network)."),
         click.option("--data", "data_file", required=True, type=click.Path(dir_okay=False),
                      help="Questions: CSV, TSV, JSONL or Parquet."),
         click.option("--mode", type=click.Choice(["score", "generate"]), default="score", show_default=True,
@@ -248,8 +251,8 @@ def _prediction_options(command):
     return command
 
 
-def _settings_and_model(model_dir, data_file, mode, batch_size, max_new_tokens, circular, backend, load_in_4bit,
-                        **columns):
+def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend,
+                        load_in_4bit, **columns):
     """Parse the shared options, read the questions and load the model (in that order: bad input fails fast)."""
     from .config import ModelConfig
     from .data import load_questions
@@ -261,7 +264,8 @@ def _settings_and_model(model_dir, data_file, mode, batch_size, max_new_tokens, 
     settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
                                **columns)
     questions = load_questions(data_file)
-    loaded = load_model(ModelConfig(name=model_dir, backend=backend, load_in_4bit=load_in_4bit), lora=None)
+    loaded = load_model(ModelConfig(name=model_dir, backend=backend, load_in_4bit=load_in_4bit), lora=None,
+                        base=base)
     return settings, questions, loaded
 
 
@@ -276,7 +280,7 @@ def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--raw", type=click.Path(dir_okay=False), help="Also write each question's raw output as JSONL.")
 @click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
 @click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
-def predict(model_dir, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite, backend,
+def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite, backend,
             load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from .predict import predict_file
@@ -285,7 +289,7 @@ def predict(model_dir, data_file, mode, batch_size, max_new_tokens, circular, re
     _refuse_existing(Path(out), resume, overwrite)
     with _user_errors():
         settings, questions, loaded = _settings_and_model(
-            model_dir, data_file, mode, batch_size, max_new_tokens, circular, backend, load_in_4bit,
+            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, load_in_4bit,
             id_column=id_column, answer_column=answer_column, raw=Path(raw) if raw else None)
         try:
             result = predict_file(loaded.model, loaded.tokenizer, questions, Path(out), settings,
@@ -301,8 +305,8 @@ def predict(model_dir, data_file, mode, batch_size, max_new_tokens, circular, re
 @_prediction_options
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
-def eval_command(model_dir, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite, backend,
-                 load_in_4bit, template, out_dir):
+def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite,
+                 backend, load_in_4bit, template, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from .data import DataError
@@ -312,8 +316,8 @@ def eval_command(model_dir, data_file, mode, batch_size, max_new_tokens, circula
     out_dir = Path(out_dir)
     _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
     with _user_errors():
-        settings, questions, loaded = _settings_and_model(model_dir, data_file, mode, batch_size, max_new_tokens,
-                                                          circular, backend, load_in_4bit)
+        settings, questions, loaded = _settings_and_model(model_dir, base, data_file, mode, batch_size,
+                                                          max_new_tokens, circular, backend, load_in_4bit)
         if any(q.answer is None for q in questions):
             raise DataError(data_file, "eval needs answers and this file has none", column="answer",
                             fix="add an answer column, or use predict")

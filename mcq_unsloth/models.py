@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,27 +108,32 @@ def fast_inference_problem(backend: str) -> str | None:
 
 def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path | None = None,
                backend: str | None = None, gradient_checkpointing: bool = True,
-               vllm_memory: float | None = None) -> Loaded:
+               vllm_memory: float | None = None, base: str | None = None) -> Loaded:
     """Load ``path`` (default ``model.name``) with LoRA adapters ready to train, or for inference if ``lora``
-    is None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter.
+    is None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter; ``base``
+    replaces the base model it names (a local copy where the original is out of reach).
     ``vllm_memory`` (unsloth backend only) turns on Unsloth's vLLM generation with that share of GPU memory."""
     backend = backend or resolve_backend(model.backend)
     source = str(path or model.name)
     local_only = _check_reachable(source)
-    if (base := adapter_base(source)) is not None:
+    with tempfile.TemporaryDirectory() as scratch:
+        if base is not None:
+            source = _rebased_adapter(source, base, Path(scratch))
+        if (named := adapter_base(source)) is not None:
+            try:
+                local_only = _check_reachable(named)
+            except ModelLoadError as error:
+                raise ModelLoadError(f"{source} is a LoRA adapter whose base model (adapter_config.json's "
+                                     f"base_model_name_or_path) cannot be loaded: {error}\npredict and eval take a "
+                                     f"local copy of it with --base PATH") from None
         try:
-            local_only = _check_reachable(base)
-        except ModelLoadError as error:
-            raise ModelLoadError(f"{source} is a LoRA adapter whose base model (adapter_config.json's "
-                                 f"base_model_name_or_path) cannot be loaded: {error}") from None
-    try:
-        if backend == "unsloth":
-            loaded = _load_unsloth(source, model, lora, gradient_checkpointing, vllm_memory, local_only)
-        else:
-            loaded = _load_hf(source, model, lora, gradient_checkpointing, local_only)
-    except OSError as error:
-        # What transformers raises for a Hub id it can neither find in the cache nor download.
-        raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
+            if backend == "unsloth":
+                loaded = _load_unsloth(source, model, lora, gradient_checkpointing, vllm_memory, local_only)
+            else:
+                loaded = _load_hf(source, model, lora, gradient_checkpointing, local_only)
+        except OSError as error:
+            # What transformers raises for a Hub id it can neither find in the cache nor download.
+            raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
     tokenizer = loaded.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -229,6 +235,24 @@ def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpoin
     if not training:
         net.eval()
     return Loaded(net, tokenizer, "hf")
+
+
+def _rebased_adapter(adapter: str, base: str, scratch: Path) -> str:
+    """A stand-in for the adapter folder in ``scratch`` (links to its files) whose adapter_config.json names
+    ``base`` as the base model."""
+    if adapter_base(adapter) is None:
+        raise ModelLoadError(f"--base replaces a LoRA adapter's base model, and {adapter} is not an adapter "
+                             f"folder (it has no adapter_config.json)")
+    folder = scratch / "adapter"
+    folder.mkdir()
+    for item in Path(adapter).resolve().iterdir():
+        if item.name != "adapter_config.json":
+            (folder / item.name).symlink_to(item)
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    named = str(Path(base).resolve()) if Path(base).exists() else base
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": named}),
+                                                encoding="utf-8")
+    return str(folder)
 
 
 def _cache_only(local_only: bool) -> dict:

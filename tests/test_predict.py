@@ -45,6 +45,41 @@ def test_predict_writes_a_submission_and_refuses_to_overwrite(tmp_path, tiny_mod
     assert again.exit_code == 2 and "--resume" in again.output
 
 
+def test_an_adapter_whose_base_moved_predicts_with_base(tmp_path, tiny_model_dir, backend):
+    """Trained where the base was at one path, predicted where it is at another: --base names the new place,
+    and the answers are the adapter's (equal to those with the adapter's config pointing there)."""
+    import shutil
+
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    base = load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None).model
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+                   ).save_pretrained(adapter)
+    moved = tmp_path / "adapter-moved"
+    shutil.copytree(adapter, moved)
+    config = json.loads((moved / "adapter_config.json").read_text())
+    (moved / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "/gone/base"}))
+    data = tmp_path / "q.csv"
+    write_questions(synth_questions(6, seed=9), data)
+    common = ["--data", data, "--backend", backend, "--no-4bit", "--raw"]
+    lost = run("predict", "--model", moved, *common, tmp_path / "r0.jsonl", "--out", tmp_path / "lost.csv")
+    assert lost.exit_code == 2 and "--base PATH" in lost.output
+    rebased = run("predict", "--model", moved, "--base", tiny_model_dir, *common, tmp_path / "r1.jsonl",
+                  "--out", tmp_path / "rebased.csv")
+    assert rebased.exit_code == 0, rebased.output
+    original = run("predict", "--model", adapter, *common, tmp_path / "r2.jsonl", "--out", tmp_path / "original.csv")
+    assert original.exit_code == 0, original.output
+    assert (tmp_path / "r1.jsonl").read_text() == (tmp_path / "r2.jsonl").read_text()
+    alone = run("predict", "--model", tiny_model_dir, *common, tmp_path / "r3.jsonl", "--out", tmp_path / "base.csv")
+    assert alone.exit_code == 0 and (tmp_path / "r3.jsonl").read_text() != (tmp_path / "r1.jsonl").read_text()
+    assert json.loads((moved / "adapter_config.json").read_text())["base_model_name_or_path"] == "/gone/base"
+    not_adapter = run("predict", "--model", tiny_model_dir, "--base", tiny_model_dir, "--data", data, "--out",
+                      tmp_path / "x.csv", "--backend", "hf")
+    assert not_adapter.exit_code == 2 and "not an adapter" in not_adapter.output
+
+
 def test_resume_after_a_crash_finishes_with_the_same_answers(tmp_path, tiny):
     questions = synth_questions(12, seed=8)
     settings = PredictSettings(batch_size=4)
