@@ -1,0 +1,196 @@
+"""The ``predict``, ``eval`` and ``bench`` commands: answering question files and measuring speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .cli_errors import UserError, user_errors
+from .tiny import SHAPES
+
+
+# --- predictions ------------------------------------------------------------------------------------
+
+def _prediction_options(command):
+    """Options shared by predict and eval."""
+    options = [
+        click.option("--model", "model_dir", required=True,
+                     help="A base model, a LoRA adapter folder (its base is read from adapter_config.json) or a "
+                          "merged model: a folder or a Hub id."),
+        click.option("--base", default=None,
+                     help="For an adapter --model: the base model to load instead of the one its "
+                          "adapter_config.json names (e.g. a local copy on a machine without network)."),
+        click.option("--data", "data_file", required=True, type=click.Path(dir_okay=False),
+                     help="Questions: CSV, TSV, JSONL or Parquet."),
+        click.option("--mode", type=click.Choice(["score", "generate"]), default="score", show_default=True,
+                     help="score: one forward pass, softmax over the option letters; generate: greedy decoding, "
+                          "then answer extraction."),
+        click.option("--batch-size", default="auto", show_default=True,
+                     help="Prompts per forward pass, or auto (from free GPU memory, halved on out-of-memory; 16 "
+                          "on CPU)."),
+        click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=8, show_default=True,
+                     help="generate mode: tokens to generate per question."),
+        click.option("--circular", is_flag=True,
+                     help="Also ask every question with its options rotated; the answer is the rotations' vote."),
+        click.option("--resume", is_flag=True, help="Keep the answers already written and do the rest."),
+        click.option("--overwrite", is_flag=True, help="Replace existing output."),
+        click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True),
+        click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True,
+                     help="Load the base model in 4-bit (bitsandbytes NF4)."),
+        click.option("--prompt", "template", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+                     help="Prompt template (the contest's Chinese one by default)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend,
+                        load_in_4bit, **columns):
+    """Parse the shared options, read the questions and load the model (in that order: bad input fails fast)."""
+    from .config import ModelConfig
+    from .data import load_questions
+    from .models import load_model
+    from .predict import PredictSettings
+
+    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")
+    settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
+                               **columns)
+    questions = load_questions(data_file)
+    loaded = load_model(ModelConfig(name=model_dir, backend=backend, load_in_4bit=load_in_4bit), lora=None,
+                        base=base)
+    return settings, questions, loaded
+
+
+def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
+    if path.exists() and not (resume or overwrite):
+        raise UserError(f"{path} exists; pass --resume to finish it or --overwrite to replace it")
+
+
+@click.command()
+@_prediction_options
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Submission CSV to write.")
+@click.option("--raw", type=click.Path(dir_okay=False), help="Also write each question's raw output as JSONL.")
+@click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
+@click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
+def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite, backend,
+            load_in_4bit, template, out, raw, id_column, answer_column):
+    """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
+    from .predict import predict_file
+    from .prompts import PromptConfig
+
+    _refuse_existing(Path(out), resume, overwrite)
+    with user_errors():
+        settings, questions, loaded = _settings_and_model(
+            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, load_in_4bit,
+            id_column=id_column, answer_column=answer_column, raw=Path(raw) if raw else None)
+        try:
+            result = predict_file(loaded.model, loaded.tokenizer, questions, Path(out), settings,
+                                  PromptConfig(template), resume=resume)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted; {out} holds the answers so far. Finish with the same command and --resume.",
+                       err=True)
+            sys.exit(130)
+    click.echo(json.dumps({"out": out, **result}))
+
+
+@click.command("eval")
+@_prediction_options
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
+def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite,
+                 backend, load_in_4bit, template, out_dir):
+    """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
+    matrix, speed) and confusion.png."""
+    from .data import DataError
+    from .predict import evaluate_file
+    from .prompts import PromptConfig
+
+    out_dir = Path(out_dir)
+    _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
+    with user_errors():
+        settings, questions, loaded = _settings_and_model(model_dir, base, data_file, mode, batch_size,
+                                                          max_new_tokens, circular, backend, load_in_4bit)
+        if any(q.answer is None for q in questions):
+            raise DataError(data_file, "eval needs answers and this file has none", column="answer",
+                            fix="add an answer column, or use predict")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings,
+                                   PromptConfig(template), resume=resume)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted; {out_dir}/predictions.csv holds the answers so far. Finish with --resume.",
+                       err=True)
+            sys.exit(130)
+    summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
+    for key in ("circular_accuracy", "position_bias"):
+        if key in result:
+            summary[key] = result[key]
+    click.echo(json.dumps({"out_dir": str(out_dir), **summary}, ensure_ascii=False))
+
+
+# --- benchmarks -------------------------------------------------------------------------------------
+
+@click.group()
+def bench():
+    """Benchmarks that print speed figures."""
+
+
+@bench.command("inference")
+@click.option("--model", "model_dir", default=None, help="Model folder or Hub id (default: a tiny model built now).")
+@click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,
+              help="Instead of --model: a random model with these layers, built now (speed and memory only).")
+@click.option("--n", "count", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Synthetic questions to answer.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--one-at-a-time", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Questions for the one-at-a-time generation run.")
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds (each runs every mode once); the table shows the medians.")
+@click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True)
+@click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True)
+def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend,
+                    load_in_4bit):
+    """Questions/s of score mode, batched generation and one-at-a-time generation, as a Markdown table."""
+    import platform
+    import tempfile
+
+    from .bench import format_table, inference_speed
+    from .config import ModelConfig
+    from .inference import prompt_token_ids
+    from .models import load_model, resolve_backend
+    from .synth import synth_questions
+
+    if model_dir and shape:
+        raise UserError("give --model or --shape, not both")
+    if shape and not __import__("torch").cuda.is_available():
+        raise UserError(f"--shape {shape} builds and runs a real-sized model, which needs a CUDA GPU; "
+                        "without one, leave --shape out to benchmark the tiny model")
+    chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
+    with tempfile.TemporaryDirectory() as scratch, user_errors():
+        if shape:
+            from .tiny import build_shaped_model
+
+            click.echo(f"building a random {shape}-shaped model ...", err=True)
+            model_dir = str(build_shaped_model(Path(scratch) / shape, shape))
+        elif model_dir is None:
+            from .tiny import build_tiny_model
+
+            model_dir = str(build_tiny_model(Path(scratch) / "tiny"))
+        loaded = load_model(ModelConfig(name=model_dir, backend=chosen, load_in_4bit=load_in_4bit), None,
+                            backend=chosen)
+        questions = synth_questions(count, seed=11)
+        rows = inference_speed(loaded.model, loaded.tokenizer, questions, batch_size, max_new_tokens, one_at_a_time,
+                               repeat)
+        tokens = sum(map(len, prompt_token_ids(loaded.tokenizer, questions))) / len(questions)
+    device = "CUDA " + __import__("torch").cuda.get_device_name() if __import__("torch").cuda.is_available() \
+        else f"CPU ({platform.machine()}, {__import__('os').cpu_count()} cores)"
+    name = f"random {shape}-shaped model" if shape else f"model {model_dir}"
+    click.echo(f"{name}, backend {chosen}, 4-bit {load_in_4bit}, batch {batch_size}, prompts of {tokens:.0f} tokens "
+               f"on average, {device}\n")
+    click.echo(format_table(rows))
