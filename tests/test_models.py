@@ -129,7 +129,7 @@ def test_without_network_an_uncached_hub_model_fails_at_once(no_network, hub_cac
 
 @pytest.fixture(scope="module")
 def inference_model(tiny_model_dir):
-    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None)
+    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False, dtype="float32"), None)
 
 
 def test_batched_scores_equal_one_at_a_time(inference_model):

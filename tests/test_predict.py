@@ -19,7 +19,7 @@ from mcq_unsloth.synth import synth_questions
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None)
+    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False, dtype="float32"), None)
 
 
 def rows(path):
