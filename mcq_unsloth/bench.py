@@ -30,23 +30,24 @@ def inference_speed(model, tokenizer, questions: list[Question], batch_size: int
     ]
     for _, asked, answer in runs[:2]:  # warm-up: first calls build caches and kernels
         answer(asked[:batch_size])
+    cuda = torch.cuda.is_available()
     # Rounds run every mode once, so a slow spell of a shared machine slows all modes alike.
     timings: list[list[float]] = [[] for _ in runs]
     peaks = [0.0 for _ in runs]
     for _ in range(repeat):
         for i, (_, asked, answer) in enumerate(runs):
-            if torch.cuda.is_available():
+            if cuda:
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             answer(asked)
             timings[i].append(time.perf_counter() - start)
-            if torch.cuda.is_available():
+            if cuda:
                 peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**30)
     rows = []
     for (name, asked, _), seconds, peak in zip(runs, map(statistics.median, timings), peaks):
         rows.append({"mode": name, "questions": len(asked), "seconds": round(seconds, 3),
                      "questions_per_second": round(len(asked) / seconds, 1)})
-        if torch.cuda.is_available():
+        if cuda:
             rows[-1]["peak_gib"] = round(peak, 2)
     return rows
 

@@ -157,8 +157,11 @@ def bench():
 def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend,
                     load_in_4bit):
     """Questions/s of score mode, batched generation and one-at-a-time generation, as a Markdown table."""
+    import os
     import platform
     import tempfile
+
+    import torch
 
     from .bench import format_table, inference_speed
     from .config import ModelConfig
@@ -168,7 +171,8 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
 
     if model_dir and shape:
         raise UserError("give --model or --shape, not both")
-    if shape and not __import__("torch").cuda.is_available():
+    cuda = torch.cuda.is_available()
+    if shape and not cuda:
         raise UserError(f"--shape {shape} builds and runs a real-sized model, which needs a CUDA GPU; "
                         "without one, leave --shape out to benchmark the tiny model")
     chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
@@ -188,8 +192,7 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
         rows = inference_speed(loaded.model, loaded.tokenizer, questions, batch_size, max_new_tokens, one_at_a_time,
                                repeat)
         tokens = sum(map(len, prompt_token_ids(loaded.tokenizer, questions))) / len(questions)
-    device = "CUDA " + __import__("torch").cuda.get_device_name() if __import__("torch").cuda.is_available() \
-        else f"CPU ({platform.machine()}, {__import__('os').cpu_count()} cores)"
+    device = f"CUDA {torch.cuda.get_device_name()}" if cuda else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     name = f"random {shape}-shaped model" if shape else f"model {model_dir}"
     click.echo(f"{name}, backend {chosen}, 4-bit {load_in_4bit}, batch {batch_size}, prompts of {tokens:.0f} tokens "
                f"on average, {device}\n")
