@@ -9,7 +9,20 @@ CAPITALS = {"A": "上海", "B": "北京", "C": "广州", "D": "深圳"}
 CASES = [
     # (reply, options, expected)
     ("B", None, "B"),                                           # a bare letter
-    ("b", None, None),                                          # lower case alone is not trusted as an answer
+    ("b", None, "B"),                                           # a reply that is only a lower-case letter
+    ("  d  ", None, "D"),                                       # ...with spaces around it
+    ("(c).", None, "C"),                                        # ...in brackets, with a full stop
+    ("a", None, "A"),                                           # ...even the article's letter, alone
+    ("e", None, None),                                          # ...but not one outside the choices
+    ("Answer: c", None, "C"),                                   # lower case after an English marker
+    ("答案：b", None, "B"),                                      # lower case after a Chinese marker
+    ("答案是ｄ。", None, "D"),                                     # full-width lower case after a marker
+    ("The answer is b because the text says so.", None, "B"),   # a word after b, c, d: still the letter
+    ("The answer is a.", None, "A"),                            # "a" after a marker with nothing after it
+    ("The answer is a matter of opinion.", None, None),         # "a" followed by a word is the article
+    ("I would go with a different reading.", None, None),       # the article after "go with"
+    ("Option: e.g. the first one", None, None),                 # an abbreviation is not a letter
+    ("b is wrong, a is wrong", None, None),                     # lower-case letters inside prose stay unread
     ("Ｃ", None, "C"),                                          # full-width letter
     ("D.", None, "D"),                                          # letter with a full stop
     ("C、北京", None, "C"),                                      # letter then the option text
