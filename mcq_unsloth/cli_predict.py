@@ -14,6 +14,19 @@ from .tiny import SHAPES
 
 # --- predictions ------------------------------------------------------------------------------------
 
+BACKEND_OPTION = click.option(
+    "--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True,
+    help="unsloth: FastLanguageModel; hf: transformers + PEFT + bitsandbytes; auto: unsloth when it imports.")
+PRECISION_OPTIONS = [
+    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                 show_default=True,
+                 help="Weights' (or, with --4bit, compute) dtype. auto: float32 on a CPU; on a GPU an adapter's "
+                      "training dtype, else bfloat16 (float16 where the GPU lacks it)."),
+    click.option("--4bit/--no-4bit", "load_in_4bit", default=None,
+                 help="Load the base model in 4-bit (bitsandbytes NF4). Default: never on a CPU; on a GPU, as an "
+                      "adapter was trained, and not for a base or merged model."),
+]
+
 def _prediction_options(command):
     """Options shared by predict and eval."""
     options = [
@@ -37,33 +50,55 @@ def _prediction_options(command):
                      help="Also ask every question with its options rotated; the answer is the rotations' vote."),
         click.option("--resume", is_flag=True, help="Keep the answers already written and do the rest."),
         click.option("--overwrite", is_flag=True, help="Replace existing output."),
-        click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True),
-        click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True,
-                     help="Load the base model in 4-bit (bitsandbytes NF4)."),
-        click.option("--prompt", "template", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
-                     help="Prompt template (the contest's Chinese one by default)."),
+        BACKEND_OPTION,
+        *PRECISION_OPTIONS,
+        click.option("--prompt", "template", type=click.Choice(["zh", "en"]), default=None,
+                     help="Prompt template. Default: an adapter's own prompt from its training record, else zh "
+                          "(the contest's Chinese one)."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend,
-                        load_in_4bit, **columns):
-    """Parse the shared options, read the questions and load the model (in that order: bad input fails fast)."""
-    from .config import ModelConfig
+def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, dtype,
+                        load_in_4bit, template, **columns):
+    """Parse the shared options, read the questions and load the model (in that order: bad input fails fast).
+    Says on stderr which precision and prompt it uses."""
     from .data import load_questions
-    from .models import load_model
     from .predict import PredictSettings
+    from .prompts import PromptConfig
+    from .runs import training_record
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")
     settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
                                **columns)
     questions = load_questions(data_file)
-    loaded = load_model(ModelConfig(name=model_dir, backend=backend, load_in_4bit=load_in_4bit), lora=None,
-                        base=base)
-    return settings, questions, loaded
+    trained = training_record(model_dir) if Path(model_dir).is_dir() else None
+    prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
+    loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
+    click.echo(f"prompt: template {prompt.template}" + (" with the adapter's own texts" if prompt.system or prompt.user
+                                                        else "") + ("" if template or not trained
+                                                                    else " (the adapter's training record)"), err=True)
+    return settings, questions, loaded, prompt, precision
+
+
+def _load(model_dir, backend, dtype, load_in_4bit, trained=None, base=None):
+    """Load a model for inference in the precision :func:`mcq_unsloth.precision.inference_precision` picks,
+    saying which on stderr."""
+    from .models import load_model, out_of_memory_errors
+    from .precision import inference_precision
+
+    precision = inference_precision(dtype, load_in_4bit, trained)
+    try:
+        loaded = load_model(model_dir, backend=backend, dtype=precision.dtype, load_in_4bit=precision.load_in_4bit,
+                            base=base)
+    except out_of_memory_errors():
+        raise UserError(f"out of GPU memory loading {model_dir} in {precision}; load it in 4-bit (--4bit) or "
+                        f"use a larger GPU") from None
+    click.echo(f"model: {model_dir}, backend {loaded.backend}, precision {precision}", err=True)
+    return loaded, precision
 
 
 def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
@@ -78,24 +113,23 @@ def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
 @click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
 def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite, backend,
-            load_in_4bit, template, out, raw, id_column, answer_column):
+            dtype, load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from .predict import predict_file
-    from .prompts import PromptConfig
 
     _refuse_existing(Path(out), resume, overwrite)
     with user_errors():
-        settings, questions, loaded = _settings_and_model(
-            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, load_in_4bit,
-            id_column=id_column, answer_column=answer_column, raw=Path(raw) if raw else None)
+        settings, questions, loaded, prompt, precision = _settings_and_model(
+            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, dtype, load_in_4bit,
+            template, id_column=id_column, answer_column=answer_column, raw=Path(raw) if raw else None)
         try:
-            result = predict_file(loaded.model, loaded.tokenizer, questions, Path(out), settings,
-                                  PromptConfig(template), resume=resume)
+            result = predict_file(loaded.model, loaded.tokenizer, questions, Path(out), settings, prompt,
+                                  resume=resume)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted; {out} holds the answers so far. Finish with the same command and --resume.",
                        err=True)
             sys.exit(130)
-    click.echo(json.dumps({"out": out, **result}))
+    click.echo(json.dumps({"out": out, **result, "precision": str(precision)}, ensure_ascii=False))
 
 
 @click.command("eval")
@@ -103,31 +137,32 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
 def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite,
-                 backend, load_in_4bit, template, out_dir):
+                 backend, dtype, load_in_4bit, template, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from .data import DataError
     from .predict import evaluate_file
-    from .prompts import PromptConfig
 
     out_dir = Path(out_dir)
     _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
     with user_errors():
-        settings, questions, loaded = _settings_and_model(model_dir, base, data_file, mode, batch_size,
-                                                          max_new_tokens, circular, backend, load_in_4bit)
+        settings, questions, loaded, prompt, precision = _settings_and_model(
+            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, dtype, load_in_4bit,
+            template)
         if any(q.answer is None for q in questions):
             raise DataError(data_file, "eval needs answers and this file has none", column="answer",
                             fix="add an answer column, or use predict")
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings,
-                                   PromptConfig(template), resume=resume)
+            result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, prompt,
+                                   resume=resume, about={"model": model_dir, "backend": loaded.backend,
+                                                         "precision": str(precision)})
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted; {out_dir}/predictions.csv holds the answers so far. Finish with --resume.",
                        err=True)
             sys.exit(130)
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
-    for key in ("circular_accuracy", "position_bias"):
+    for key in ("ties", "circular_accuracy", "position_bias"):
         if key in result:
             summary[key] = result[key]
     click.echo(json.dumps({"out_dir": str(out_dir), **summary}, ensure_ascii=False))
@@ -152,9 +187,10 @@ def bench():
               help="Questions for the one-at-a-time generation run.")
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Rounds (each runs every mode once); the table shows the medians.")
-@click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True)
-@click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True)
-def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend,
+@BACKEND_OPTION
+@PRECISION_OPTIONS[0]
+@PRECISION_OPTIONS[1]
+def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_a_time, repeat, backend, dtype,
                     load_in_4bit):
     """Questions/s of score mode, batched generation and one-at-a-time generation, as a Markdown table."""
     import os
@@ -164,9 +200,9 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
     import torch
 
     from .bench import format_table, inference_speed
-    from .config import ModelConfig
     from .inference import prompt_token_ids
-    from .models import load_model, resolve_backend
+    from .models import resolve_backend
+    from .runs import training_record
     from .synth import synth_questions
 
     if model_dir and shape:
@@ -176,6 +212,7 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
         raise UserError(f"--shape {shape} builds and runs a real-sized model, which needs a CUDA GPU; "
                         "without one, leave --shape out to benchmark the tiny model")
     chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
+    name = f"random {shape}-shaped model" if shape else f"model {model_dir}" if model_dir else "tiny model"
     with tempfile.TemporaryDirectory() as scratch, user_errors():
         if shape:
             from .tiny import build_shaped_model
@@ -186,14 +223,13 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
             from .tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(scratch) / "tiny"))
-        loaded = load_model(ModelConfig(name=model_dir, backend=chosen, load_in_4bit=load_in_4bit), None,
-                            backend=chosen)
+        trained = training_record(model_dir) if Path(model_dir).is_dir() else None
+        loaded, precision = _load(model_dir, chosen, dtype, load_in_4bit, trained)
         questions = synth_questions(count, seed=11)
         rows = inference_speed(loaded.model, loaded.tokenizer, questions, batch_size, max_new_tokens, one_at_a_time,
                                repeat)
         tokens = sum(map(len, prompt_token_ids(loaded.tokenizer, questions))) / len(questions)
     device = f"CUDA {torch.cuda.get_device_name()}" if cuda else f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    name = f"random {shape}-shaped model" if shape else f"model {model_dir}"
-    click.echo(f"{name}, backend {chosen}, 4-bit {load_in_4bit}, batch {batch_size}, prompts of {tokens:.0f} tokens "
-               f"on average, {device}\n")
+    click.echo(f"{name}, backend {chosen}, precision {precision}, batch {batch_size}, prompts of {tokens:.0f} "
+               f"tokens on average, {device}\n")
     click.echo(format_table(rows))

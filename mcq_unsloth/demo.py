@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from .config import Config, ModelConfig, load_config
+from .config import Config, load_config
 from .data import Question
 from .models import load_model, model_source, resolve_backend
 from .recipes import find_recipe
@@ -45,8 +45,7 @@ def _accuracy(path: str, config: Config, backend: str, questions: list[Question]
     """Letter-scoring accuracy of the model (or adapter) at ``path``."""
     from .inference import accuracy, score_questions
 
-    model = ModelConfig(name=path, backend=backend, max_seq_length=config.model.max_seq_length,
-                        load_in_4bit=config.model.load_in_4bit)
-    loaded = load_model(model, lora=None, backend=backend)
+    loaded = load_model(path, backend=backend, dtype=config.model.dtype, load_in_4bit=config.model.load_in_4bit,
+                        max_seq_length=config.model.max_seq_length)
     scored = score_questions(loaded.model, loaded.tokenizer, questions, config.prompt)
     return round(accuracy(questions, [s.prediction for s in scored]), 4)

@@ -4,19 +4,21 @@ Each question becomes ``{"prompt": [system, user], "answer": "B", "options": {..
 ``grpo.num_generations`` replies per prompt and passes ``answer`` and ``options`` to the reward functions of
 :mod:`mcq_unsloth.rewards`, weighted by ``grpo.reward_weights``. TRL logs each reward's mean and standard
 deviation, the share of groups without reward spread (``frac_reward_zero_std``: no learning signal), KL and
-completion lengths; they are drawn in ``reward_curves.png``.
+completion lengths; they are drawn in ``reward_curves.png``. Every ``train.eval_steps`` the letter accuracy on
+the validation questions is measured as ``eval`` would (``eval_accuracy``), and drawn beside the rewards.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .config import Config
-from .data import Question
+from .data import Question, write_questions
 from .models import ModelLoadError, fast_inference_problem, load_model, model_source, resolve_backend
+from .precision import mixed_precision
 from .prompts import build_messages
-from .runs import last_logged, latest_checkpoint, write_history
-from .sft import mixed_precision
+from .runs import VALIDATION_FILE, eval_command, last_logged, latest_checkpoint, write_history, write_training_record
 from .splits import load_splits
 
 
@@ -25,14 +27,20 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
     from trl import GRPOConfig, GRPOTrainer
 
+    from .callbacks import McqAccuracy, TrainingRecord
     from .rewards import REWARDS
 
     if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
         raise ModelLoadError(f"grpo.fast_inference is unavailable here: {problem}. Run without it "
                              f"(--set grpo.fast_inference=false): generation then uses transformers")
-    train_questions, _ = load_splits(config.data)
-    loaded = load_model(config.model, config.lora, path=model_source(config.model.name, run_dir),
-                        backend=backend, gradient_checkpointing=config.train.gradient_checkpointing,
+    train_questions, val_questions = load_splits(config.data)
+    if not val_questions:
+        print("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
+              "letter accuracy is not measured during training, only its rewards", file=sys.stderr)
+    loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
+                        load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
+                        lora=config.lora, seed=config.train.seed,
+                        gradient_checkpointing=config.train.gradient_checkpointing,
                         vllm_memory=config.grpo.gpu_memory_utilization if config.grpo.fast_inference else None)
     names = list(config.grpo.reward_weights)
     train = {k: v for k, v in vars(config.train).items()
@@ -49,22 +57,31 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         save_strategy="steps",
         gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
         dataloader_num_workers=0,
-        **mixed_precision(config),
+        **mixed_precision(config.model.dtype),
         **train,
     )
+    # GRPOTrainer's own evaluation would sample replies; letter scoring is what eval reports, and cheap.
+    accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size,
+                           every=config.train.eval_steps)
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=[REWARDS[name] for name in names],
         args=args,
         train_dataset=_prompts(train_questions, config),
         processing_class=loaded.tokenizer,
+        callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
     )
+    if val_questions:
+        write_questions(val_questions, run_dir / VALIDATION_FILE)
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
+    if val_questions:
+        accuracy.finish(trainer)
     adapter_dir = run_dir / "adapter"
     trainer.save_model(str(adapter_dir))
     loaded.tokenizer.save_pretrained(str(adapter_dir))
-    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names)
+    write_training_record(adapter_dir, config, backend)
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names, config)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -77,12 +94,13 @@ def _prompts(questions: list[Question], config: Config):
 
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from,
-            names: list[str]) -> dict:
+            names: list[str], config: Config) -> dict:
     from .plots import plot_curves
 
     write_history(history, run_dir)
     plot_curves(history, run_dir / "reward_curves.png", [
         ("rewards (mean)", [f"rewards/{name}/mean" for name in names] + ["reward"]),
+        ("MCQ accuracy (validation)", ["eval_accuracy"]),
         ("groups without reward spread", ["frac_reward_zero_std"]),
         ("KL", ["kl"]), ("loss", ["loss"]), ("completion length", ["completions/mean_length"]),
     ], title=f"GRPO {run_dir.name}")
@@ -90,4 +108,5 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,
             **{f"reward_{name}": last_logged(history, f"rewards/{name}/mean") for name in names},
-            "kl": last_logged(history, "kl")}
+            "kl": last_logged(history, "kl"), "eval_accuracy": last_logged(history, "eval_accuracy"),
+            **eval_command(run_dir, adapter_dir, config)}

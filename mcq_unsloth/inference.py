@@ -9,8 +9,10 @@ similar length; results never depend on the batch a question lands in.
 
 from __future__ import annotations
 
+import contextlib
+import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .data import Question
 from .extraction import extract_answer
@@ -19,11 +21,13 @@ from .prompts import PromptConfig, render_prompt
 
 @dataclass
 class Scored:
-    """A question's predicted letter and the probabilities of every option letter."""
+    """A question's predicted letter and the probabilities of every option letter. ``tied`` lists the letters
+    that shared the highest logit exactly, when more than one did (the prediction is then drawn among them)."""
 
     id: str
     prediction: str
     probabilities: dict[str, float]
+    tied: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,8 +54,10 @@ def score_questions(model, tokenizer, questions: list[Question], prompt: PromptC
                     batch_size: int = 16, prefix: PromptPrefix | None = None) -> list[Scored]:
     """Score every question's option letters, ``batch_size`` prompts per forward pass; results in input order.
 
-    The prompts' shared start (chat header, system prompt, instruction) runs through the model once and every
-    batch reuses its keys and values; pass ``prefix`` (from :func:`prompt_prefix`) to reuse it across calls.
+    The letters' logits are computed in float32 from the final hidden state and the letters' rows of the output
+    layer only, whatever the model's precision, so rounding makes no ties. The prompts' shared start (chat
+    header, system prompt, instruction) runs through the model once and every batch reuses its keys and
+    values; pass ``prefix`` (from :func:`prompt_prefix`) to reuse it across calls.
     """
     import torch
 
@@ -64,20 +70,93 @@ def score_questions(model, tokenizer, questions: list[Question], prompt: PromptC
     if prefix and any(ids[:skip] != prefix.token_ids or len(ids) == skip for ids in prompts):
         raise ValueError("prefix: some prompts do not start with the given prefix")
     results: list[Scored | None] = [None] * len(questions)
-    for indices, input_ids, mask in _left_padded_batches(model, tokenizer, prompts, batch_size, skip):
-        # Left padding shifts real tokens right; positions must count real tokens only.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
-        cache = prefix.cache(len(indices)) if prefix else None
-        with torch.inference_mode():
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                           logits_to_keep=1).logits[:, -1, token_ids].float()
-        # A question's softmax runs over its own letters only: the others get no probability mass.
-        foreign = torch.tensor([[x not in questions[i].options for x in letters] for i in indices],
-                               device=logits.device)
-        for index, row in zip(indices, torch.softmax(logits.masked_fill(foreign, float("-inf")), dim=-1).tolist()):
-            probabilities = {x: row[letters.index(x)] for x in questions[index].options}
-            results[index] = Scored(questions[index].id, max(probabilities, key=probabilities.get), probabilities)
+    with letters_only_head(model, token_ids) as head:
+        for indices, input_ids, mask in _left_padded_batches(model, tokenizer, prompts, batch_size, skip):
+            # Left padding shifts real tokens right; positions must count real tokens only.
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+            cache = prefix.cache(len(indices)) if prefix else None
+            with torch.inference_mode():
+                output = model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                               past_key_values=cache, logits_to_keep=1)
+            logits = head.letter_logits(output)
+            # A question's softmax runs over its own letters only: the others get no probability mass.
+            foreign = torch.tensor([[x not in questions[i].options for x in letters] for i in indices],
+                                   device=logits.device)
+            logits = logits.masked_fill(foreign, float("-inf"))
+            top = logits == logits.max(dim=-1, keepdim=True).values
+            for index, row, best in zip(indices, torch.softmax(logits, dim=-1).tolist(), top.tolist()):
+                q = questions[index]
+                probabilities = {x: row[letters.index(x)] for x in q.options}
+                tied = [x for x, is_top in zip(letters, best) if is_top]
+                results[index] = Scored(q.id, break_tie(q.id, tied), probabilities, tied if len(tied) > 1 else [])
     return results
+
+
+def break_tie(question_id: str, tied: list[str]) -> str:
+    """The letter among exactly tied ones, drawn with the question's id as the seed: no position is favoured,
+    and the same question always gets the same answer.
+
+    >>> break_tie("q1", ["B"])
+    'B'
+    >>> sorted({break_tie(f"q{i}", ["A", "C"]) for i in range(20)})
+    ['A', 'C']
+    """
+    return tied[0] if len(tied) == 1 else random.Random(question_id).choice(tied)
+
+
+def _letter_head(rows, bias):
+    """A stand-in for the output layer during scoring: the final hidden state, upcast to float32, times the
+    option letters' rows of that layer (in float32), so no full-vocabulary projection runs and 16-bit rounding
+    cannot make two letters tie. It also keeps the logits it computes, because a model may cast what its head
+    returns back to its own dtype (Unsloth does)."""
+    import torch
+
+    class LetterHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.bias, self.logits = rows, bias, None
+
+        def forward(self, hidden):
+            self.logits = torch.nn.functional.linear(hidden.float(), self.weight, self.bias)
+            return self.logits
+
+        def letter_logits(self, output):
+            """The float32 letter logits at the last position of each row: (batch, letters)."""
+            logits = self.logits if self.logits is not None else output.logits.float()
+            self.logits = None
+            return logits[:, -1]
+
+    return LetterHead()
+
+
+@contextlib.contextmanager
+def letters_only_head(model, token_ids: list[int]):
+    """Within the block, ``model``'s output layer computes only the logits of ``token_ids``, in float32."""
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT's wrapper
+    original = owner.get_output_embeddings()
+    rows, bias = _output_rows(original, token_ids, owner.config.get_text_config().hidden_size)
+    head = _letter_head(rows, bias)
+    owner.set_output_embeddings(head)
+    try:
+        yield head
+    finally:
+        owner.set_output_embeddings(original)
+
+
+def _output_rows(layer, token_ids: list[int], hidden_size: int):
+    """The rows of a linear output layer for ``token_ids`` and their bias, in float32, read through the layer
+    itself by feeding it unit vectors: exact for a plain layer, and right for PEFT's copy of a fully trained
+    head or a head carrying LoRA, which a ``.weight`` alone would miss."""
+    import torch
+
+    weight = getattr(layer, "weight", None)
+    dtype = weight.dtype if weight is not None and weight.dtype.is_floating_point else torch.float32
+    device = weight.device if weight is not None else "cpu"
+    with torch.inference_mode():
+        bias = layer(torch.zeros(1, hidden_size, dtype=dtype, device=device))[0, token_ids].float()
+        unit = torch.eye(hidden_size, dtype=dtype, device=device)
+        columns = torch.cat([layer(unit[i:i + 256])[:, token_ids].float() for i in range(0, hidden_size, 256)])
+    return (columns - bias).T.contiguous(), (bias if bias.any() else None)
 
 
 def generate_answers(model, tokenizer, questions: list[Question], prompt: PromptConfig | None = None,
@@ -90,12 +169,21 @@ def generate_answers(model, tokenizer, questions: list[Question], prompt: Prompt
     for indices, input_ids, mask in _left_padded_batches(model, tokenizer, prompts, batch_size):
         with torch.inference_mode():
             output = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                    do_sample=False, pad_token_id=tokenizer.pad_token_id)
+                                    do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=stop_token_ids(model, tokenizer))
         replies = tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
         for index, reply in zip(indices, replies):
             q = questions[index]
             results[index] = Generated(q.id, extract_answer(reply, q.options), reply)
     return results
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokens generation stops on: the tokenizer's end token (the chat template's end of turn, see
+    :func:`mcq_unsloth.models.load_model`) and any the model's generation config names."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
 
 
 def prompt_token_ids(tokenizer, questions: list[Question], prompt: PromptConfig | None = None) -> list[list[int]]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import LoraConfig, ModelConfig
+from .config import LoraConfig
+from .precision import torch_dtype
 
 
 # Modules that Unsloth trains in full (a copy saved with the adapter) when named in lora.target_modules.
@@ -106,16 +107,22 @@ def fast_inference_problem(backend: str) -> str | None:
     return None
 
 
-def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path | None = None,
-               backend: str | None = None, gradient_checkpointing: bool = True,
-               vllm_memory: float | None = None, base: str | None = None) -> Loaded:
-    """Load ``path`` (default ``model.name``) with LoRA adapters ready to train, or for inference if ``lora``
-    is None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter; ``base``
-    replaces the base model it names (a local copy where the original is out of reach).
-    ``vllm_memory`` (unsloth backend only) turns on Unsloth's vLLM generation with that share of GPU memory."""
-    backend = backend or resolve_backend(model.backend)
-    source = str(path or model.name)
+def load_model(source: str | Path, *, backend: str = "auto", dtype: str = "auto", load_in_4bit: bool = False,
+               max_seq_length: int = 2048, lora: LoraConfig | None = None, seed: int = 3407,
+               gradient_checkpointing: bool = True, vllm_memory: float | None = None, base: str | None = None
+               ) -> Loaded:
+    """Load ``source`` (a folder or Hub id) with LoRA adapters ready to train, or for inference if ``lora`` is
+    None. A folder holding ``adapter_config.json`` is loaded as its base model plus that adapter; ``base``
+    replaces the base model it names (a local copy where the original is out of reach). ``dtype`` is a name
+    or ``auto`` (:func:`mcq_unsloth.precision.resolve_dtype`); new LoRA weights are initialised from ``seed``.
+    ``vllm_memory`` (unsloth backend only) turns on Unsloth's vLLM generation with that share of GPU memory.
+
+    The tokenizer's end token is set to the one its chat template ends a turn with, when they differ (said once).
+    """
+    backend = resolve_backend(backend)
+    source = str(source)
     local_only = _check_reachable(source)
+    settings = _Settings(torch_dtype(dtype), load_in_4bit, max_seq_length, lora, seed, gradient_checkpointing)
     with tempfile.TemporaryDirectory() as scratch:
         if base is not None:
             source = _rebased_adapter(source, base, Path(scratch))
@@ -128,13 +135,14 @@ def load_model(model: ModelConfig, lora: LoraConfig | None, *, path: str | Path 
                                      f"local copy of it with --base PATH") from None
         try:
             if backend == "unsloth":
-                loaded = _load_unsloth(source, model, lora, gradient_checkpointing, vllm_memory, local_only)
+                loaded = _load_unsloth(source, settings, vllm_memory, local_only)
             else:
-                loaded = _load_hf(source, model, lora, gradient_checkpointing, local_only)
+                loaded = _load_hf(source, settings, local_only)
         except OSError as error:
             # What transformers raises for a Hub id it can neither find in the cache nor download.
             raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
     tokenizer = loaded.tokenizer
+    _use_the_templates_end_of_turn(tokenizer)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return loaded
@@ -161,70 +169,68 @@ def adapter_base(folder: str | Path) -> str | None:
     return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
 
 
-def torch_dtype(name: str):
-    """The torch dtype for a config's ``dtype``: ``auto`` is bf16 on a GPU that has it, fp16 on other
-    GPUs, fp32 on CPU."""
-    import torch
-
-    if name != "auto":
-        return getattr(torch, name)
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+@dataclass
+class _Settings:
+    dtype: Any  # a torch dtype
+    load_in_4bit: bool
+    max_seq_length: int
+    lora: LoraConfig | None
+    seed: int
+    checkpointing: bool
 
 
-def _load_unsloth(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool,
-                  vllm_memory: float | None, local_only: bool) -> Loaded:
+def _load_unsloth(source: str, settings: _Settings, vllm_memory: float | None, local_only: bool) -> Loaded:
     from unsloth import FastLanguageModel
 
-    checkpointing = "unsloth" if checkpointing else False
+    lora = settings.lora
+    checkpointing = "unsloth" if settings.checkpointing else False
     vllm = {"fast_inference": True, "gpu_memory_utilization": vllm_memory,
             "max_lora_rank": lora.r if lora else 64} if vllm_memory else {}
+    # The dtype is always given: left to itself, Unsloth picks bfloat16 on a CPU too.
     net, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=source, max_seq_length=model.max_seq_length, load_in_4bit=model.load_in_4bit,
-        dtype=None if model.dtype == "auto" else torch_dtype(model.dtype),
-        use_gradient_checkpointing=checkpointing, **vllm, **_cache_only(local_only),
+        model_name=source, max_seq_length=settings.max_seq_length, load_in_4bit=settings.load_in_4bit,
+        dtype=settings.dtype, use_gradient_checkpointing=checkpointing, **vllm, **_cache_only(local_only),
     )
     is_adapter = adapter_base(source) is not None
     if lora is not None and not is_adapter:
         net = FastLanguageModel.get_peft_model(
             net, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
             target_modules=lora.target_modules, bias=lora.bias, use_rslora=lora.use_rslora,
-            use_gradient_checkpointing=checkpointing, random_state=3407,
+            use_gradient_checkpointing=checkpointing, random_state=settings.seed,
         )
     if lora is None:
         FastLanguageModel.for_inference(net)
     return Loaded(net, tokenizer, "unsloth")
 
 
-def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpointing: bool,
-             local_only: bool) -> Loaded:
+def _load_hf(source: str, settings: _Settings, local_only: bool) -> Loaded:
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
 
+    lora = settings.lora
     base = adapter_base(source)
-    dtype = torch_dtype(model.dtype)
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtype,
-    ) if model.load_in_4bit else None
+        bnb_4bit_compute_dtype=settings.dtype,
+    ) if settings.load_in_4bit else None
     device_map = "auto" if torch.cuda.is_available() else "cpu"
-    net = AutoModelForCausalLM.from_pretrained(base or source, quantization_config=quantization, dtype=dtype,
+    net = AutoModelForCausalLM.from_pretrained(base or source, quantization_config=quantization, dtype=settings.dtype,
                                                device_map=device_map, **_cache_only(local_only))
     tokenizer = AutoTokenizer.from_pretrained(source if base is None or _has_tokenizer(source) else base,
                                               local_files_only=local_only)
     training = lora is not None
     if training and quantization is not None:
-        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=checkpointing,
+        net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=settings.checkpointing,
                                               gradient_checkpointing_kwargs={"use_reentrant": False})
-    elif training and checkpointing:
+    elif training and settings.checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         net.enable_input_require_grads()
     if base is not None:
         net = PeftModel.from_pretrained(net, source, is_trainable=training)
     elif training:
+        set_seed(settings.seed)  # LoRA's initial weights, as Unsloth's random_state does
         # As Unsloth does: embed_tokens / lm_head in target_modules are trained in full, not through LoRA.
         full = [m for m in lora.target_modules if m in FULLY_TRAINED]
         net = get_peft_model(net, PeftLoraConfig(
@@ -235,6 +241,26 @@ def _load_hf(source: str, model: ModelConfig, lora: LoraConfig | None, checkpoin
     if not training:
         net.eval()
     return Loaded(net, tokenizer, "hf")
+
+
+_warned_end_of_turn: set[tuple[str, str]] = set()
+
+
+def _use_the_templates_end_of_turn(tokenizer) -> None:
+    """Make the tokenizer's end token the one its chat template closes a turn with (``<|im_end|>`` for
+    ChatML), so training teaches it, generation stops on it and saved tokenizers carry it. Some converted
+    tokenizers name another (SmolLM2's GGUF conversion says ``<|im_start|>``); say so once per pair."""
+    from .prompts import end_of_turn
+
+    end = end_of_turn(tokenizer)
+    if end is None or end == tokenizer.eos_token:
+        return
+    if (pair := (str(tokenizer.eos_token), end)) not in _warned_end_of_turn:
+        _warned_end_of_turn.add(pair)
+        print(f"note: the tokenizer's end token is {tokenizer.eos_token!r} but its chat template ends a turn with "
+              f"{end!r}; using {end!r} (the answer ends with it in training, and generation stops on it)",
+              file=sys.stderr)
+    tokenizer.eos_token = end
 
 
 def _rebased_adapter(adapter: str, base: str, scratch: Path) -> str:

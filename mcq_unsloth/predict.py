@@ -59,7 +59,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
         writer = csv.writer(sink)
         if new_file:
             writer.writerow([settings.id_column, settings.answer_column])
-        position = 0
+        position = ties = 0
         while position < len(pending):
             per_question = len(pending[position].options) if settings.circular else 1
             chunk = pending[position:position + max(1, batch_size // per_question)]
@@ -75,6 +75,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
             for prediction, record in results:
                 writer.writerow([prediction.id, prediction.answer or ""])
                 raw.write(json.dumps(record, ensure_ascii=False) + "\n")
+                ties += count_ties(record)
             sink.flush()
             raw.flush()
             position += len(chunk)
@@ -82,7 +83,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
     seconds = time.perf_counter() - start
     return {"answered": len(pending), "skipped": len(questions) - len(pending), "seconds": round(seconds, 2),
             "questions_per_second": round(len(pending) / seconds, 2) if pending and seconds else None,
-            "batch_size": batch_size}
+            "batch_size": batch_size, **({"ties": ties} if settings.mode == "score" else {})}
 
 
 def finished_ids(out: Path, id_column: str = "id") -> set[str]:
@@ -94,6 +95,12 @@ def finished_ids(out: Path, id_column: str = "id") -> set[str]:
         out.write_bytes(raw[: raw.rfind(b"\n") + 1])
     with out.open(encoding="utf-8", newline="") as source:
         return {row[id_column] for row in csv.DictReader(source) if row.get(id_column)}
+
+
+def count_ties(record: dict) -> int:
+    """How many answers of a raw record (a question, or each rotation of a circular one) were drawn among letters
+    that tied exactly for the highest logit."""
+    return sum(1 for r in record.get("details", [record]) if r.get("tied"))
 
 
 def read_predictions(out: Path, settings: PredictSettings) -> dict[str, str | None]:
@@ -158,7 +165,8 @@ def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, 
     asked = _asked(chunk, settings)
     if settings.mode == "score":
         outputs = score_questions(model, tokenizer, asked, prompt, batch_size, prefix)
-        records = [{"prediction": o.prediction, "probabilities": o.probabilities} for o in outputs]
+        records = [{"prediction": o.prediction, "probabilities": o.probabilities, **({"tied": o.tied} if o.tied else {})}
+                   for o in outputs]
     else:
         outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)
         records = [{"prediction": o.prediction, "text": o.text} for o in outputs]
@@ -172,17 +180,29 @@ def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, 
             continue
         positions = [o.prediction for o in mine]
         votes = Counter(_unrotate(q, k, letter) for k, letter in enumerate(positions) if letter)
-        if settings.mode == "score":  # ties go to the larger summed probability of the original letter
-            weight = Counter()
-            for k, output in enumerate(mine):
-                for letter, p in output.probabilities.items():
-                    weight[_unrotate(q, k, letter)] += p
-            answer = max(votes, key=lambda x: (votes[x], weight[x])) if votes else None
-        else:
-            answer = max(votes, key=lambda x: (votes[x], -ord(x))) if votes else None
+        weight = Counter()  # score mode: equal votes go to the larger summed probability of the original letter
+        for k, output in enumerate(mine):
+            for letter, p in getattr(output, "probabilities", {}).items():
+                weight[_unrotate(q, k, letter)] += p
+        answer = _vote(q.id, votes, weight)
         results.append((Prediction(q.id, answer, positions),
                         {"id": q.id, "prediction": answer, "rotations": positions, "details": mine_records}))
     return results
+
+
+def _vote(question_id: str, votes: Counter, weight: Counter) -> str | None:
+    """The letter with the most votes, then the most weight; a draw seeded by the question's id among letters
+    equal on both, so no position is favoured.
+
+    >>> _vote("q", Counter("AABB"), Counter({"A": 1.2, "B": 0.8})), _vote("q", Counter(), Counter())
+    ('A', None)
+    """
+    from .inference import break_tie
+
+    if not votes:
+        return None
+    best = max((votes[x], weight[x]) for x in votes)
+    return break_tie(question_id, sorted(x for x in votes if (votes[x], weight[x]) == best))
 
 
 def _asked(questions: list[Question], settings: PredictSettings) -> list[Question]:
@@ -234,19 +254,21 @@ def _empty_cache() -> None:
 
 
 def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,
-                  prompt=None, resume: bool = False, progress: bool = True) -> dict:
+                  prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None) -> dict:
     """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
-    and confusion.png. Returns the metrics."""
+    (with ``about``: what was evaluated, and how) and confusion.png. Returns the metrics. In score mode the
+    metrics count ``ties``: answers drawn among letters whose logits were exactly equal."""
     from .plots import plot_confusion
 
     settings = replace(settings, raw=out_dir / "predictions.jsonl")
     speed = predict_file(model, tokenizer, questions, out_dir / "predictions.csv", settings, prompt, resume, progress)
     predicted = read_predictions(out_dir / "predictions.csv", settings)
-    rotations = None
-    if settings.circular:
-        with settings.raw.open(encoding="utf-8") as source:
-            rotations = {r["id"]: r["rotations"] for r in map(json.loads, source) if "rotations" in r}
-    result = {"mode": settings.mode, "circular": settings.circular, **metrics(questions, predicted, rotations),
+    with settings.raw.open(encoding="utf-8") as source:
+        records = [json.loads(line) for line in source]
+    rotations = {r["id"]: r["rotations"] for r in records if "rotations" in r} if settings.circular else None
+    ties = {"ties": sum(map(count_ties, records))} if settings.mode == "score" else {}
+    result = {**(about or {}), "mode": settings.mode, "circular": settings.circular,
+              **metrics(questions, predicted, rotations), **ties,
               "seconds": speed["seconds"], "questions_per_second": speed["questions_per_second"]}
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     plot_confusion(result["confusion"], out_dir / "confusion.png",

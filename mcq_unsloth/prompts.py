@@ -94,3 +94,20 @@ def _join_letters(letters: list[str], separator: str, last: str) -> str:
     ('A、B、C或D', 'A or B')
     """
     return separator.join(letters[:-1]) + last + letters[-1]
+
+
+def end_of_turn(tokenizer) -> str | None:
+    """The special token the tokenizer's chat template closes an assistant turn with (``<|im_end|>`` for
+    ChatML, ``<|eot_id|>`` for Llama 3), or None when the template writes none after a reply."""
+    from jinja2 import TemplateError
+
+    marker = "MCQ-UNSLOTH-REPLY"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "?"}, {"role": "assistant", "content": marker}],
+                                             tokenize=False)
+    except (ValueError, TemplateError):  # no template, or one that cannot render a reply
+        return None
+    _, found, after = text.partition(marker)
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    ids = tokenizer.encode(after, add_special_tokens=False) if found else []
+    return next((tokenizer.convert_ids_to_tokens(i) for i in ids if i in special), None)

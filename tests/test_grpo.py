@@ -82,3 +82,38 @@ def test_fast_inference_is_reported_unavailable_without_a_gpu(tmp_path):
                                        "--set", "grpo.fast_inference=true"])
     assert result.exit_code == 2
     assert "grpo.fast_inference is unavailable here" in result.output and "GPU" in result.output
+
+
+@pytest.mark.slow
+def test_grpo_measures_validation_accuracy_as_eval_does(tmp_path, run_recipe, learnt_model_dir):
+    """GRPO's trainer is not asked to evaluate; letter accuracy on the validation questions is measured every
+    train.eval_steps anyway, logged and drawn beside the rewards, and eval reproduces the last value."""
+    import shlex
+
+    out = tmp_path / "run"
+    result = run_recipe("grpo_smoke", out, QUICK + [f"model.name={learnt_model_dir}", "model.backend=hf",
+                                                    "data.validation=synth-held-out:64", "train.eval_steps=2",
+                                                    "train.max_steps=3"])
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in history if "eval_accuracy" in row] == [2, 3]  # step 3: the saved model
+    assert result["eval_accuracy"] > 0.4
+    command = shlex.split(result["eval_command"])
+    evaluated = CliRunner().invoke(main, command[1:])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["accuracy"] == result["eval_accuracy"]
+
+
+def test_grpo_without_validation_says_accuracy_is_not_measured(tmp_path, monkeypatch, capsys):
+    """A recipe without validation questions trains on rewards alone, and says so instead of staying silent."""
+    import mcq_unsloth.grpo
+    from mcq_unsloth.config import from_dict
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # the note comes before the model loads
+
+    monkeypatch.setattr(mcq_unsloth.grpo, "load_model", stop)
+    config = from_dict({"task": "grpo", "data": {"train": "synth:16", "val_fraction": 0.0},
+                        "train": {"per_device_train_batch_size": 8}})
+    with pytest.raises(KeyboardInterrupt):
+        mcq_unsloth.grpo.train_grpo(config, tmp_path)
+    assert "letter accuracy is not measured" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mcq_unsloth import Question
-from mcq_unsloth.config import LoraConfig, ModelConfig
+from mcq_unsloth.config import LoraConfig
 from mcq_unsloth.inference import letter_token_ids, score_questions
 from mcq_unsloth.models import ModelLoadError, load_model, resolve_backend
 from mcq_unsloth.prompts import PromptConfig
@@ -35,14 +35,14 @@ def test_shaped_models_have_the_real_layers_and_load_in_4bit(tmp_path, monkeypat
     config = json.loads((folder / "config.json").read_text())
     assert (config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]) == (128, 320, 3)
     assert config["dtype"] == "bfloat16"
-    loaded = load_model(ModelConfig(name=str(folder), backend="hf", dtype="float32"), None)
+    loaded = load_model(str(folder), backend="hf", dtype="float32", load_in_4bit=True)
     assert [type(m).__name__ for m in loaded.model.modules()].count("Linear4bit") == 3 * 7
     (scored,) = score_questions(loaded.model, loaded.tokenizer, synth_questions(1, seed=0))
     assert sum(scored.probabilities.values()) == pytest.approx(1.0)
 
 
 def test_backends_load_4bit_with_lora_on_every_projection(tiny_model_dir, backend):
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), LoraConfig(r=4, lora_alpha=8))
+    loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True, lora=LoraConfig(r=4, lora_alpha=8))
     assert loaded.backend == backend
     names = {name for name, p in loaded.model.named_parameters() if p.requires_grad}
     for projection in LoraConfig().target_modules:
@@ -59,12 +59,12 @@ def test_auto_prefers_unsloth_when_it_imports(pytestconfig):
 
 def test_unreachable_models_say_what_to_do(tmp_path):
     with pytest.raises(ModelLoadError, match="--set model.name=LOCAL_PATH"):
-        load_model(ModelConfig(name="nobody/no-such-model", backend="hf"), None)
+        load_model("nobody/no-such-model", backend="hf")
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="no config.json"):
-        load_model(ModelConfig(name=str(tmp_path / "empty"), backend="hf"), None)
+        load_model(str(tmp_path / "empty"), backend="hf")
     with pytest.raises(ModelLoadError, match="neither a local folder nor a Hub id"):
-        load_model(ModelConfig(name="./missing/folder/here", backend="hf"), None)
+        load_model("./missing/folder/here", backend="hf")
 
 
 @pytest.fixture
@@ -105,31 +105,31 @@ def test_without_network_a_cached_hub_model_loads_from_the_cache_alone(no_networ
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    loaded = load_model(ModelConfig(name="someone/tiny", backend=backend, load_in_4bit=False), None)
+    loaded = load_model("someone/tiny", backend=backend, load_in_4bit=False)
     assert loaded.model.config.hidden_size == 64
     adapter = tmp_path / "adapter"  # an adapter whose base is the cached Hub model
-    local = load_model(ModelConfig(name=str(hub_cache), backend="hf", load_in_4bit=False), None).model
+    local = load_model(str(hub_cache), backend="hf", load_in_4bit=False).model
     get_peft_model(local, PeftLoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])).save_pretrained(adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/tiny"}))
-    assert load_model(ModelConfig(name=str(adapter), backend=backend, load_in_4bit=False), None).model is not None
+    assert load_model(str(adapter), backend=backend, load_in_4bit=False).model is not None
 
 
 def test_without_network_an_uncached_hub_model_fails_at_once(no_network, hub_cache, tmp_path):
     with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache and the Hub cannot be reached"):
-        load_model(ModelConfig(name="someone/other", backend="hf"), None)
+        load_model("someone/other", backend="hf")
     with pytest.raises(ModelLoadError, match="nor a valid Hub id"):
-        load_model(ModelConfig(name="someone/with space", backend="hf"), None)
+        load_model("someone/with space", backend="hf")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/gone/tiny-base"}))
     with pytest.raises(ModelLoadError, match="LoRA adapter whose base model .* cannot be loaded"):
-        load_model(ModelConfig(name=str(adapter), backend="hf"), None)
+        load_model(str(adapter), backend="hf")
 
 
 @pytest.fixture(scope="module")
 def inference_model(tiny_model_dir):
-    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False, dtype="float32"), None)
+    return load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, dtype="float32")
 
 
 def test_batched_scores_equal_one_at_a_time(inference_model):
@@ -154,7 +154,7 @@ def test_scores_with_the_shared_prefix_cached_equal_a_plain_forward_pass(tiny_mo
 
     from mcq_unsloth.inference import prompt_prefix, prompt_token_ids, shared_start
 
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend=backend), None)
+    loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True)
     model, tokenizer = loaded.model, loaded.tokenizer
     questions = synth_questions(9, seed=5, kinds=["lookup", "count", "match"])
     questions.append(Question("two", "这是一个特别长的问题，" * 6, {"A": "甲", "B": "乙"}, "B"))
@@ -173,3 +173,59 @@ def test_scores_with_the_shared_prefix_cached_equal_a_plain_forward_pass(tiny_mo
             assert list(got.probabilities.values()) == pytest.approx(expected, abs=tolerance), q.id
     with pytest.raises(ValueError, match="do not start with the given prefix"):
         score_questions(model, tokenizer, questions[:2], prompt=PromptConfig("en"), prefix=prefix)
+
+
+def plain_letter_probabilities(model, tokenizer, question):
+    """Softmax over the letters of one full forward pass, with the model's own output layer."""
+    import torch
+
+    from mcq_unsloth.inference import prompt_token_ids
+
+    letters = letter_token_ids(tokenizer, "".join(question.options))
+    (ids,) = prompt_token_ids(tokenizer, [question])
+    with torch.inference_mode():
+        row = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    return torch.softmax(row[list(letters.values())], dim=-1).tolist()
+
+
+@pytest.mark.parametrize("head", ["trained in full", "LoRA"])
+def test_letters_only_head_reads_peft_output_layers(tiny_model_dir, head):
+    """Scoring replaces the output layer by the letters' rows, read through the layer itself: a head trained in
+    full (PEFT keeps a copy) or carrying LoRA must give what the model's own head gives, and is put back after."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    base = load_model(str(tiny_model_dir), backend="hf", dtype="float32").model
+    settings = ({"target_modules": ["q_proj"], "modules_to_save": ["lm_head"]} if head == "trained in full"
+                else {"target_modules": ["q_proj", "lm_head"]})
+    model = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **settings)).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lm_head" in name and ("modules_to_save" in name or "lora_" in name):
+                parameter.add_(torch.randn_like(parameter) * 0.5)  # so the adapted head differs from the base's
+    tokenizer = load_model(str(tiny_model_dir), backend="hf").tokenizer
+    questions = synth_questions(5, seed=4)
+    for q, scored in zip(questions, score_questions(model, tokenizer, questions, batch_size=2)):
+        assert list(scored.probabilities.values()) == pytest.approx(plain_letter_probabilities(model, tokenizer, q),
+                                                                    abs=1e-5)
+    assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[-1] == len(tokenizer)  # the head is back
+
+
+def test_exact_ties_are_counted_and_not_given_to_the_first_letter(tiny_model_dir, tmp_path):
+    """With the four letters' output rows made identical every question ties: eval must count the ties, and the
+    draws must not all go to A."""
+    import torch
+
+    from mcq_unsloth.predict import PredictSettings, evaluate_file
+
+    loaded = load_model(str(tiny_model_dir), backend="hf", dtype="float32")
+    ids = list(letter_token_ids(loaded.tokenizer, "ABCD").values())
+    with torch.no_grad():
+        loaded.model.lm_head.weight[ids] = loaded.model.lm_head.weight[ids[0]].clone()
+    questions = synth_questions(40, seed=2, kinds=["lookup", "count"])  # four options each
+    result = evaluate_file(loaded.model, loaded.tokenizer, questions, tmp_path, PredictSettings(), progress=False)
+    assert result["ties"] == 40
+    assert set(result["predicted"]) == set("ABCD") and max(result["predicted"].values()) < 0.5
+    record = json.loads((tmp_path / "predictions.jsonl").read_text().splitlines()[0])
+    assert record["tied"] == ["A", "B", "C", "D"]

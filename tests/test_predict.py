@@ -9,7 +9,6 @@ from click.testing import CliRunner
 
 from mcq_unsloth import Question
 from mcq_unsloth.cli import main
-from mcq_unsloth.config import ModelConfig
 from mcq_unsloth.data import write_questions
 from mcq_unsloth.inference import generate_answers
 from mcq_unsloth.models import load_model
@@ -19,7 +18,7 @@ from mcq_unsloth.synth import synth_questions
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False, dtype="float32"), None)
+    return load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, dtype="float32")
 
 
 def rows(path):
@@ -53,7 +52,7 @@ def test_an_adapter_whose_base_moved_predicts_with_base(tmp_path, tiny_model_dir
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    base = load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), None).model
+    base = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False).model
     adapter = tmp_path / "adapter"
     get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
                    ).save_pretrained(adapter)

@@ -63,12 +63,12 @@ def test_labels_cover_only_the_answer(tiny_model_dir, tmp_path):
     labelled, every prompt token is -100."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraConfig, ModelConfig, from_dict
+    from mcq_unsloth.config import LoraConfig, from_dict
     from mcq_unsloth.models import load_model
     from mcq_unsloth.sft import _prompt_completion
     from mcq_unsloth.synth import synth_questions
 
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir), backend="hf", load_in_4bit=False), LoraConfig(r=2))
+    loaded = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, lora=LoraConfig(r=2))
     questions = synth_questions(4, seed=2)
     trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer,
                          args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[]),
@@ -113,3 +113,52 @@ def test_ctrl_c_names_the_checkpoint_and_the_resume_command(tmp_path, monkeypatc
     assert result.exit_code == 130
     assert "checkpoint-3" in result.output
     assert f"mcq-unsloth recipe smoke --resume --out {tmp_path / 'run'} --set lora.r=4" in result.output
+
+
+def eval_accuracy_of(args) -> float:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])["accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("four_bit", [False, True], ids=["16-bit", "QLoRA"])
+def test_the_last_logged_accuracy_is_what_eval_reports_for_the_adapter(tmp_path, backend, run_recipe, four_bit,
+                                                                       learnt_model_dir):
+    """eval_accuracy is logged by the function eval uses, on the same prompts, in the same precision; the run ends
+    by measuring the saved model when training went on after the last evaluation (step 5 here, evaluations at
+    3). The run's eval_command reproduces it anywhere; on a CPU, a 16-bit run's adapter also at eval's defaults.
+    The model already answers well, so the accuracy compared is not chance level."""
+    import shlex
+
+    out = tmp_path / "run"
+    result = run_recipe("smoke", out, QUICK + [f"model.name={learnt_model_dir}", f"model.backend={backend}",
+                                               f"model.load_in_4bit={four_bit}", "data.validation=synth-held-out:64",
+                                               "train.max_steps=5", "train.learning_rate=1e-2"])
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in history if "eval_accuracy" in row] == [3, 5]
+    logged = result["eval_accuracy"]
+    assert logged == [row for row in history if "eval_accuracy" in row][-1]["eval_accuracy"] > 0.4
+    command = shlex.split(result["eval_command"])
+    assert command[:2] == ["mcq-unsloth", "eval"] and ("--4bit" in command) == four_bit
+    assert eval_accuracy_of(command[1:] + ["--backend", backend]) == logged
+    if not four_bit:
+        assert eval_accuracy_of(["eval", "--model", str(out / "adapter"), "--data", str(out / "validation.jsonl"),
+                                 "--out-dir", str(tmp_path / "defaults")]) == logged
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_adapter(tmp_path, backend, run_recipe):
+    """LoRA's initial weights follow train.seed on both backends: the same recipe and seed twice give the same
+    adapter, another seed another one."""
+    import torch
+
+    def adapter(name, seed):
+        run_recipe("smoke", tmp_path / name, QUICK + [f"model.backend={backend}", "train.max_steps=2",
+                                                      f"train.seed={seed}"])
+        return load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
+
+    first, second, other = adapter("a", 5), adapter("b", 5), adapter("c", 6)
+    assert first.keys() == second.keys() == other.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first if "lora_A" in name)
