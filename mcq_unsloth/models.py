@@ -141,6 +141,8 @@ def load_model(source: str | Path, *, backend: str = "auto", dtype: str = "auto"
         except OSError as error:
             # What transformers raises for a Hub id it can neither find in the cache nor download.
             raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
+    if lora is not None and load_in_4bit:
+        _no_cpu_repacking(loaded.model)
     tokenizer = loaded.tokenizer
     _use_the_templates_end_of_turn(tokenizer)
     if tokenizer.pad_token is None:
@@ -241,6 +243,16 @@ def _load_hf(source: str, settings: _Settings, local_only: bool) -> Loaded:
     if not training:
         net.eval()
     return Loaded(net, tokenizer, "hf")
+
+
+def _no_cpu_repacking(model) -> None:
+    """On a CPU, bitsandbytes repacks a 4-bit layer's weights for faster inference at its first eval-mode forward
+    pass, and does not undo it when training resumes: the next training step then fails ("a view of a leaf
+    Variable that requires grad is being used in an in-place operation"). A model being trained is evaluated
+    between steps (eval loss, eval_accuracy, GRPO's sampling), so its layers are told not to repack."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 _warned_end_of_turn: set[tuple[str, str]] = set()

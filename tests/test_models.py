@@ -229,3 +229,20 @@ def test_exact_ties_are_counted_and_not_given_to_the_first_letter(tiny_model_dir
     assert set(result["predicted"]) == set("ABCD") and max(result["predicted"].values()) < 0.5
     record = json.loads((tmp_path / "predictions.jsonl").read_text().splitlines()[0])
     assert record["tied"] == ["A", "B", "C", "D"]
+
+
+def test_a_4bit_model_trains_after_being_scored(tiny_model_dir, backend):
+    """bitsandbytes repacks 4-bit weights for CPU inference at the first eval-mode forward pass and cannot train
+    on them afterwards; a model loaded for training is scored between steps (eval_accuracy) and must still train.
+    k_proj, with its bias and no LoRA, is the layer that failed."""
+    import torch
+
+    loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True,
+                        lora=LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    model = loaded.model
+    model.eval()
+    score_questions(model, loaded.tokenizer, synth_questions(3, seed=1))
+    model.train()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert any(p.grad is not None for name, p in model.named_parameters() if "lora_" in name)
