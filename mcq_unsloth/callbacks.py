@@ -16,8 +16,9 @@ from .runs import write_training_record
 
 
 class McqAccuracy(TrainerCallback):
-    """Letter-scoring accuracy on the validation questions, logged as ``eval_accuracy``: after each evaluation
-    (SFT), or every ``every`` steps (GRPO, whose trainer is not asked to evaluate).
+    """Letter-scoring accuracy on the validation questions, logged as ``eval_accuracy``: before training starts
+    (step 0, the model's accuracy before any update), after each evaluation (SFT), or every ``every`` steps
+    (GRPO, whose trainer is not asked to evaluate).
 
     It is what ``mcq-unsloth eval`` computes for the saved adapter: the same function
     (:func:`mcq_unsloth.inference.score_questions`), prompts and precision (the model as it trains, in eval
@@ -27,6 +28,10 @@ class McqAccuracy(TrainerCallback):
 
     def __init__(self, questions: list[Question], prompt: PromptConfig, batch_size: int, every: int | None = None):
         self.questions, self.prompt, self.batch_size, self.every = questions, prompt, batch_size, every
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step == 0:  # not when resuming
+            self.log(state, self.measure(model, processing_class), 0, " (before training)")
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
         value = self.measure(model, processing_class)

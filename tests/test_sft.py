@@ -25,7 +25,7 @@ def test_sft_trains_records_and_resumes(tmp_path, backend, run_recipe):
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     losses = [row["loss"] for row in history if "loss" in row]
     assert len(losses) == 6 and losses[-1] < losses[0]
-    assert [row["step"] for row in history if "eval_accuracy" in row] == [3, 6]
+    assert [row["step"] for row in history if "eval_accuracy" in row] == [0, 3, 6]
     assert 0.0 <= result["eval_accuracy"] <= 1.0
 
     # LoRA B matrices start at zero; training must have moved them.
@@ -136,7 +136,7 @@ def test_the_last_logged_accuracy_is_what_eval_reports_for_the_adapter(tmp_path,
                                                f"model.load_in_4bit={four_bit}", "data.validation=synth-held-out:64",
                                                "train.max_steps=5", "train.learning_rate=1e-2"])
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in history if "eval_accuracy" in row] == [3, 5]
+    assert [row["step"] for row in history if "eval_accuracy" in row] == [0, 3, 5]
     logged = result["eval_accuracy"]
     assert logged == [row for row in history if "eval_accuracy" in row][-1]["eval_accuracy"] > 0.4
     command = shlex.split(result["eval_command"])
