@@ -162,3 +162,39 @@ def test_the_same_seed_gives_the_same_adapter(tmp_path, backend, run_recipe):
     assert first.keys() == second.keys() == other.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert not all(torch.equal(first[name], other[name]) for name in first if "lora_A" in name)
+
+
+@pytest.mark.slow
+def test_eval_asks_an_adapter_with_the_prompt_it_was_trained_on(tmp_path, run_recipe):
+    """The adapter's training record holds the recipe's prompt: eval uses it unless --prompt says otherwise."""
+    from mcq_unsloth.data import write_questions
+    from mcq_unsloth.inference import score_questions
+    from mcq_unsloth.models import load_model
+    from mcq_unsloth.prompts import PromptConfig
+    from mcq_unsloth.runs import training_record
+    from mcq_unsloth.synth import synth_questions
+
+    out = tmp_path / "run"
+    system = "只回答一个字母。"
+    run_recipe("smoke", out, QUICK + ["model.backend=hf", "model.load_in_4bit=false", "train.max_steps=2",
+                                      f"prompt.system={system}"])
+    assert training_record(out / "adapter")["prompt"] == {"template": "zh", "system": system, "user": None}
+    data = tmp_path / "q.jsonl"
+    questions = synth_questions(6, seed=3)
+    write_questions(questions, data)
+
+    def probabilities(*flags):
+        result = CliRunner().invoke(main, ["eval", "--model", str(out / "adapter"), "--data", str(data), "--out-dir",
+                                           str(tmp_path / f"eval{len(flags)}"), "--backend", "hf", *flags])
+        assert result.exit_code == 0, result.output
+        lines = (tmp_path / f"eval{len(flags)}" / "predictions.jsonl").read_text().splitlines()
+        return result.output, [json.loads(line)["probabilities"] for line in lines]
+
+    output, own = probabilities()
+    assert "prompt: template zh with the adapter's own texts (the adapter's training record)" in output
+    loaded = load_model(str(out / "adapter"), backend="hf")
+    expected = score_questions(loaded.model, loaded.tokenizer, questions, PromptConfig(system=system))
+    for got, scored in zip(own, expected):
+        assert list(got.values()) == pytest.approx(list(scored.probabilities.values()), abs=1e-5)
+    _, default_prompt = probabilities("--prompt", "zh")
+    assert default_prompt != own  # --prompt zh is the built-in system prompt, not the adapter's
