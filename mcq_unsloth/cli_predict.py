@@ -78,9 +78,9 @@ def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_to
     trained = training_record(model_dir) if Path(model_dir).is_dir() else None
     prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
     loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
-    click.echo(f"prompt: template {prompt.template}" + (" with the adapter's own texts" if prompt.system or prompt.user
-                                                        else "") + ("" if template or not trained
-                                                                    else " (the adapter's training record)"), err=True)
+    own_texts = " with the adapter's own texts" if prompt.system is not None or prompt.user is not None else ""
+    source = " (the adapter's training record)" if trained and not template else ""
+    click.echo(f"prompt: template {prompt.template}{own_texts}{source}", err=True)
     return settings, questions, loaded, prompt, precision
 
 

@@ -107,8 +107,9 @@ def break_tie(question_id: str, tied: list[str]) -> str:
 def _letter_head(rows, bias):
     """A stand-in for the output layer during scoring: the final hidden state, upcast to float32, times the
     option letters' rows of that layer (in float32), so no full-vocabulary projection runs and 16-bit rounding
-    cannot make two letters tie. It also keeps the logits it computes, because a model may cast what its head
-    returns back to its own dtype (Unsloth does)."""
+    cannot make two letters tie. The model's own output is read when it stays in float32 (transformers' models
+    do, after any softcapping or scaling of their logits); when the model casts it back to its dtype (Unsloth
+    does), the float32 logits kept here are read instead."""
     import torch
 
     class LetterHead(torch.nn.Module):
@@ -122,9 +123,11 @@ def _letter_head(rows, bias):
 
         def letter_logits(self, output):
             """The float32 letter logits at the last position of each row: (batch, letters)."""
-            logits = self.logits if self.logits is not None else output.logits.float()
+            logits = output.logits
+            if logits.dtype != torch.float32 and self.logits is not None:
+                logits = self.logits
             self.logits = None
-            return logits[:, -1]
+            return logits[:, -1].float()
 
     return LetterHead()
 
