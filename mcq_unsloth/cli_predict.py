@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .cli_errors import UserError, user_errors
+from .precision import DTYPES
 from .tiny import SHAPES
 
 
@@ -18,7 +19,7 @@ BACKEND_OPTION = click.option(
     "--backend", type=click.Choice(["auto", "unsloth", "hf"]), default="auto", show_default=True,
     help="unsloth: FastLanguageModel; hf: transformers + PEFT + bitsandbytes; auto: unsloth when it imports.")
 PRECISION_OPTIONS = [
-    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+    click.option("--dtype", type=click.Choice(["auto", *DTYPES]), default="auto",
                  show_default=True,
                  help="Weights' (or, with --4bit, compute) dtype. auto: float32 on a CPU; on a GPU an adapter's "
                       "training dtype, else bfloat16 (float16 where the GPU lacks it)."),
@@ -75,7 +76,7 @@ def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_to
     settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
                                **columns)
     questions = load_questions(data_file)
-    trained = training_record(model_dir) if Path(model_dir).is_dir() else None
+    trained = training_record(model_dir)
     prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
     loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
     own_texts = " with the adapter's own texts" if prompt.system is not None or prompt.user is not None else ""
@@ -223,8 +224,7 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
             from .tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(scratch) / "tiny"))
-        trained = training_record(model_dir) if Path(model_dir).is_dir() else None
-        loaded, precision = _load(model_dir, chosen, dtype, load_in_4bit, trained)
+        loaded, precision = _load(model_dir, chosen, dtype, load_in_4bit, training_record(model_dir))
         questions = synth_questions(count, seed=11)
         rows = inference_speed(loaded.model, loaded.tokenizer, questions, batch_size, max_new_tokens, one_at_a_time,
                                repeat)

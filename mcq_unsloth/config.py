@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .precision import DTYPES
 from .prompts import PromptConfig
 
 SYNTH_SOURCE = re.compile(r"^synth(-held-out)?:(\d+)$")
@@ -51,7 +52,7 @@ class ModelConfig:
                                "unsloth when it imports")
     max_seq_length: int = 512
     load_in_4bit: bool = True
-    dtype: str = _choice("auto", "auto", "bfloat16", "float16", "float32")
+    dtype: str = _choice("auto", "auto", *DTYPES)
 
     def problems(self) -> list[str]:
         found = []

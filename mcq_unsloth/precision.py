@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")  # the names model.dtype and --dtype take, besides auto
 
 
 def resolve_dtype(name: str, *, cuda: bool | None = None, bf16_supported: bool | None = None) -> str:
@@ -92,12 +92,9 @@ def inference_precision(dtype: str = "auto", load_in_4bit: bool | None = None, t
 
 
 def _device(cuda: bool | None, bf16_supported: bool | None) -> tuple[bool, bool]:
-    if cuda is None:
+    if cuda is None or bf16_supported is None:
         import torch
 
-        cuda = torch.cuda.is_available()
-    if bf16_supported is None:
-        import torch
-
-        bf16_supported = cuda and torch.cuda.is_bf16_supported()
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        bf16_supported = (cuda and torch.cuda.is_bf16_supported()) if bf16_supported is None else bf16_supported
     return cuda, bf16_supported

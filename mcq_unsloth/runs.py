@@ -131,7 +131,8 @@ def write_training_record(folder: Path, config: Config, backend: str) -> None:
 
 
 def training_record(folder: str | Path) -> dict | None:
-    """An adapter folder's training record (see :func:`write_training_record`), or None when it has none."""
+    """An adapter folder's training record (see :func:`write_training_record`), or None when it has none (or
+    ``folder`` is a Hub id)."""
     path = Path(folder) / TRAINING_RECORD
     if not path.is_file():
         return None
