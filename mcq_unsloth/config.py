@@ -31,7 +31,10 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str], source: str | None = None):
         self.problems = problems
         head = f"{source}: " if source else ""
-        super().__init__(head + f"{len(problems)} problem(s) in the configuration:\n  - " + "\n  - ".join(problems))
+        if len(problems) == 1:
+            super().__init__(head + problems[0])
+        else:
+            super().__init__(head + f"{len(problems)} problems in the configuration:\n  - " + "\n  - ".join(problems))
 
 
 def _choice(default: str, *choices: str, doc: str = ""):
@@ -215,12 +218,23 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     """Read a recipe YAML, apply ``a.b=value`` overrides, and validate. Raises :class:`ConfigError`."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(recipe_text(path)) or {}
     except yaml.YAMLError as error:
         raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError([f"a recipe is a mapping of sections, got {type(data).__name__}"], str(path))
     return from_dict(data, overrides, source=str(path))
+
+
+def recipe_text(path: Path) -> str:
+    """A recipe file's text. Raises :class:`ConfigError` for a file that is not UTF-8, naming the line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError([f"line {line}: byte 0x{raw[error.start]:02x} is not UTF-8; save the file as UTF-8"],
+                          str(path)) from None
 
 
 def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | None = None) -> Config:
@@ -231,8 +245,7 @@ def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | Non
     >>> from_dict({"lora": {"rank": 8}})
     Traceback (most recent call last):
     ...
-    mcq_unsloth.config.ConfigError: 1 problem(s) in the configuration:
-      - lora.rank: unknown key; did you mean 'lora.r'?
+    mcq_unsloth.config.ConfigError: lora.rank: unknown key; did you mean 'lora.r'?
     """
     problems: list[str] = []
     data = _deep_copy(data)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .outputs import replacing
 from .readers import DataError, read_records
 
 LETTERS = "ABCDEFGHIJ"
@@ -147,13 +148,14 @@ def normalize_answer(raw: Any) -> str | None:
 
 
 def write_questions(questions: Iterable[Question], path: str | Path) -> None:
-    """Write questions as CSV (id, question, A.., answer[, reasoning]) or, for ``.jsonl``, JSON lines."""
+    """Write questions as CSV (id, question, A.., answer[, reasoning]) or, for ``.jsonl``, JSON lines, replacing
+    ``path`` whole at the end."""
     questions = list(questions)
     path = Path(path)
     letters = sorted({letter for q in questions for letter in q.options})
     with_reasoning = any(q.reasoning for q in questions)
     if path.suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as out:
+        with replacing(path, encoding="utf-8") as out:
             for q in questions:
                 record = {"id": q.id, "question": q.question, "options": q.options, "answer": q.answer}
                 if with_reasoning:
@@ -161,7 +163,7 @@ def write_questions(questions: Iterable[Question], path: str | Path) -> None:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
     delimiter = "\t" if path.suffix in (".tsv", ".tab") else ","
-    with path.open("w", encoding="utf-8", newline="") as out:
+    with replacing(path, encoding="utf-8", newline="") as out:
         writer = csv.writer(out, delimiter=delimiter)
         writer.writerow(["id", "question", *letters, "answer"] + (["reasoning"] if with_reasoning else []))
         for q in questions:

@@ -13,8 +13,9 @@ from pathlib import Path
 from .config import Config, load_config
 from .data import Question
 from .models import load_model, model_source, resolve_backend
+from .outputs import empty_folder, write_text
 from .recipes import find_recipe
-from .runs import prepare_run_dir, record_run
+from .runs import record_run
 from .synth import synth_questions
 
 HELD_OUT_SEED = 2026  # not the seed of any shipped recipe's data
@@ -28,7 +29,7 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth before transformers
     from .sft import train_sft
 
-    run_dir = prepare_run_dir(out, overwrite=overwrite)
+    run_dir = empty_folder(out, overwrite, fix="pass --overwrite to replace it, or --out for another folder")
     record_run(run_dir, config, str(recipe))
     held_out = synth_questions(200, HELD_OUT_SEED, held_out=True)
     before = _accuracy(model_source(config.model.name, run_dir), config, backend, held_out)
@@ -36,8 +37,8 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     after = _accuracy(trained["adapter"], config, backend, held_out)
     summary = {"accuracy_before": before, "accuracy_after": after, "seconds": round(time.perf_counter() - start, 1),
                "run_dir": str(run_dir)}
-    (run_dir / "metrics.json").write_text(json.dumps({**summary, "backend": backend, "held_out_questions": 200,
-                                                      "train": trained}, indent=2) + "\n", encoding="utf-8")
+    write_text(run_dir / "metrics.json", json.dumps({**summary, "backend": backend, "held_out_questions": 200,
+                                                     "train": trained}, indent=2) + "\n")
     return summary
 
 

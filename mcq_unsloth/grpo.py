@@ -18,7 +18,7 @@ from .data import Question, write_questions
 from .models import ModelLoadError, fast_inference_problem, load_model, model_source, resolve_backend
 from .precision import mixed_precision
 from .prompts import build_messages
-from .runs import VALIDATION_FILE, eval_command, last_logged, latest_checkpoint, write_history, write_training_record
+from .runs import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
 from .splits import load_splits
 
 
@@ -73,7 +73,7 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     )
     if val_questions:
         write_questions(val_questions, run_dir / VALIDATION_FILE)
-    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     if val_questions:
         accuracy.finish(trainer)

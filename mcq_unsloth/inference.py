@@ -189,10 +189,21 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
 
 
+def context_length(model, tokenizer) -> int | None:
+    """The most tokens the model takes at once: its position limit, or the tokenizer's when that is lower. None
+    when neither says."""
+    limits = [getattr(model.config.get_text_config(), "max_position_embeddings", None),
+              getattr(tokenizer, "model_max_length", None)]
+    limits = [x for x in limits if isinstance(x, int) and 0 < x < 10**8]  # tokenizers say 1e30 for "no limit"
+    return min(limits, default=None)
+
+
 def prompt_token_ids(tokenizer, questions: list[Question], prompt: PromptConfig | None = None) -> list[list[int]]:
     """Each question's rendered chat prompt as token ids, tokenized in one call."""
     texts = [render_prompt(tokenizer, q, prompt) for q in questions]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+    # verbose=False: a prompt longer than the model's context is for the caller to handle (see predict), not for
+    # transformers to warn of.
+    return tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 @dataclass

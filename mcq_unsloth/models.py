@@ -335,6 +335,9 @@ def _from_cache_only(repo: str) -> bool:
 def _check_reachable(source: str) -> bool:
     """Fail early, and clearly, for a name that is neither a model folder nor a Hub id that the local cache or
     the Hub can serve. True when a Hub model must be read from the local cache alone."""
+    if Path(source).is_file():
+        raise ModelLoadError(f"{source} is a file; a model is a folder holding config.json (or a LoRA adapter's "
+                             f"adapter_config.json), or a Hub id (owner/name)")
     if Path(source).exists():
         if not (Path(source) / "config.json").is_file() and adapter_base(source) is None:
             raise ModelLoadError(f"{source} is a folder but not a model: it has no config.json or "

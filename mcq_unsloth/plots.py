@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .outputs import replacing
+
 
 def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[str]]], title: str) -> Path | None:
     """Plot logged values against step, one panel per ``(label, [keys])``; panels with no data are left out.
@@ -37,7 +39,8 @@ def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[st
             axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with replacing(path, "wb") as out:
+        figure.savefig(out, format="png", dpi=110)
     plt.close(figure)
     return path
 
@@ -65,6 +68,7 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with replacing(path, "wb") as out:
+        figure.savefig(out, format="png", dpi=110)
     plt.close(figure)
     return path

@@ -9,8 +9,10 @@ letters, and :func:`metrics` reports circular accuracy and position bias.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,8 @@ from .models import out_of_memory_errors
 
 @dataclass
 class PredictSettings:
-    """How to answer: ``mode`` is ``score`` or ``generate``; ``batch_size`` None means automatic."""
+    """How to answer: ``mode`` is ``score`` or ``generate``; ``batch_size`` None means automatic; ``on_long`` is
+    ``shorten`` (a prompt longer than the model's context is cut from the middle of its question) or ``error``."""
 
     mode: str = "score"
     batch_size: int | None = None
@@ -31,6 +34,7 @@ class PredictSettings:
     id_column: str = "id"
     answer_column: str = "answer"
     raw: Path | None = None
+    on_long: str = "shorten"
 
 
 @dataclass
@@ -40,17 +44,25 @@ class Prediction:
     rotations: list[str | None] = field(default_factory=list)  # predicted position letter in each rotation
 
 
+class LongQuestions(ValueError):
+    """Questions whose prompts do not fit the model's context, with ``on_long="error"`` (or too long to shorten)."""
+
+
 def predict_file(model, tokenizer, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
                  resume: bool = False, progress: bool = True) -> dict:
     """Answer ``questions`` into the CSV ``out`` (``id,answer``), skipping ids already there when resuming.
-    Returns counts and speed for this call."""
+    Returns counts and speed for this call.
+
+    Each batch is written raw records first, then answers, each flushed: a crash at any moment leaves a header
+    and whole answers (a line cut short is dropped on resume), and every answer has its raw record."""
     from tqdm.auto import tqdm
 
-    done = finished_ids(out, settings.id_column) if resume else set()
-    pending = [q for q in questions if q.id not in done]
+    done = answered(out, settings, questions) if resume else None
+    pending = [q for q in questions if q.id not in (done or ())]
+    pending, shortened = fit_to_context(model, tokenizer, pending, settings, prompt)
     batch_size = settings.batch_size or _first_batch_size(model)
     prefix = _prompt_prefix(model, tokenizer, pending, settings, prompt)
-    new_file = not out.exists() or not resume
+    new_file = done is None
     start = time.perf_counter()
     with out.open("w" if new_file else "a", encoding="utf-8", newline="") as sink, \
             open(settings.raw or os.devnull, "w" if new_file else "a", encoding="utf-8") as raw, \
@@ -59,6 +71,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
         writer = csv.writer(sink)
         if new_file:
             writer.writerow([settings.id_column, settings.answer_column])
+            sink.flush()
         position = ties = 0
         while position < len(pending):
             per_question = len(pending[position].options) if settings.circular else 1
@@ -73,28 +86,132 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
                 _empty_cache()
                 continue
             for prediction, record in results:
-                writer.writerow([prediction.id, prediction.answer or ""])
+                record.update({"shortened": True} if prediction.id in shortened else {})
                 raw.write(json.dumps(record, ensure_ascii=False) + "\n")
                 ties += count_ties(record)
-            sink.flush()
             raw.flush()
+            writer.writerows([prediction.id, prediction.answer or ""] for prediction, _ in results)
+            sink.flush()
             position += len(chunk)
             bar.update(len(chunk))
     seconds = time.perf_counter() - start
-    return {"answered": len(pending), "skipped": len(questions) - len(pending), "seconds": round(seconds, 2),
+    return {"answered": len(pending), "skipped": len(questions) - len(pending), "shortened": len(shortened),
+            "seconds": round(seconds, 2),
             "questions_per_second": round(len(pending) / seconds, 2) if pending and seconds else None,
             "batch_size": batch_size, **({"ties": ties} if settings.mode == "score" else {})}
 
 
-def finished_ids(out: Path, id_column: str = "id") -> set[str]:
-    """Ids already in a partial output file. A last line cut off mid-write is removed first."""
-    if not out.exists():
-        return set()
-    raw = out.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        out.write_bytes(raw[: raw.rfind(b"\n") + 1])
-    with out.open(encoding="utf-8", newline="") as source:
-        return {row[id_column] for row in csv.DictReader(source) if row.get(id_column)}
+def answered(out: Path, settings: PredictSettings, questions: list[Question]) -> set[str] | None:
+    """The ids a partial output already answers, for resuming it; None when it has no header yet (absent, or
+    empty after a crash before its first write): it starts afresh.
+
+    A last line cut short by a crash is dropped, and so is an answer whose raw record is missing (it is asked
+    again), each file rewritten only then. Raises :class:`~mcq_unsloth.outputs.OutputError` when the file was
+    written with other columns or holds ids that ``questions`` lack: resuming would mix two runs."""
+    from .outputs import OutputError
+
+    header = [settings.id_column, settings.answer_column]
+    lines = _whole_lines(out)
+    if not lines:
+        return None
+    found = next(csv.reader(lines[:1]))
+    if found != header:
+        raise OutputError(f"{out} has the columns {','.join(found)} and this run writes {','.join(header)}; "
+                          f"resume with the --id-column and --answer-column it was written with, or replace it "
+                          f"with --overwrite")
+    rows = list(csv.reader(lines[1:]))
+    known = {q.id for q in questions}
+    if stray := next((row[0] for row in rows if row and row[0] not in known), None):
+        raise OutputError(f"{out} holds answers to questions that are not in this --data (id {stray!r}); resume "
+                          f"with the file it was started on, or replace it with --overwrite")
+    kept = _first_of_each_id(rows)
+    if settings.raw is not None:
+        records = {json.loads(line)["id"]: line for line in reversed(_whole_lines(settings.raw))}
+        if unrecorded := [row for row in kept if row[0] not in records]:
+            print(f"note: {len(unrecorded)} answer(s) in {out} have no record in {settings.raw}; asking them "
+                  f"again", file=sys.stderr)
+            kept = [row for row in kept if row[0] in records]
+        _rewrite_if_changed(settings.raw, [records[row[0]] for row in kept])
+    _rewrite_if_changed(out, lines[:1] + [_csv_line(row) for row in kept])
+    return {row[0] for row in kept}
+
+
+def _whole_lines(path: Path | None) -> list[str]:
+    """The complete lines of a text file (a last one without its newline was cut short by a crash); none for a
+    file that does not exist."""
+    if path is None or not path.exists():
+        return []
+    text = path.read_bytes().decode("utf-8")
+    return text[: text.rfind("\n") + 1].splitlines(keepends=True)
+
+
+def _first_of_each_id(rows: list[list[str]]) -> list[list[str]]:
+    """The rows that have an id, the first of each id only.
+
+    >>> _first_of_each_id([["1", "A"], [], ["2", "B"], ["1", "C"]])
+    [['1', 'A'], ['2', 'B']]
+    """
+    seen: set[str] = set()
+    return [row for row in rows if row and row[0] not in seen and not seen.add(row[0])]
+
+
+def _csv_line(row: list[str]) -> str:
+    line = io.StringIO()
+    csv.writer(line).writerow(row)
+    return line.getvalue()
+
+
+def _rewrite_if_changed(path: Path, lines: list[str]) -> None:
+    from .outputs import write_text
+
+    text = "".join(lines)
+    if not path.exists() or path.read_bytes() != text.encode("utf-8"):
+        write_text(path, text)
+
+
+def fit_to_context(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt=None
+                   ) -> tuple[list[Question], set[str]]:
+    """The questions with those whose prompts exceed the model's context shortened from the middle (see
+    :func:`mcq_unsloth.prompts.fit_question`), and the ids shortened, each named in a warning on stderr. With
+    ``settings.on_long == "error"`` they raise :class:`LongQuestions` instead. Either way memory stays bounded
+    by the batch, never by one long row."""
+    from .inference import context_length, prompt_token_ids
+    from .prompts import fit_question
+
+    context = context_length(model, tokenizer)
+    if context is None or not questions:
+        return questions, set()
+    # Generation needs room for its reply; a rotation's prompt may take a token or two more than the original.
+    limit = context - (settings.max_new_tokens if settings.mode == "generate" else 0) - (8 if settings.circular else 0)
+    lengths = [n for i in range(0, len(questions), 1000)
+               for n in map(len, prompt_token_ids(tokenizer, questions[i:i + 1000], prompt))]
+    long = [(i, n) for i, n in enumerate(lengths) if n > limit]
+    if not long:
+        return questions, set()
+    named = ", ".join(_row_name(questions[i], f"{n} tokens") for i, n in long)
+    if settings.on_long == "error":
+        raise LongQuestions(f"{len(long)} question(s) take more tokens than the model's context of {limit}: "
+                            f"{named}; shorten them, or leave out --on-long error to have them shortened")
+    fitted = list(questions)
+    for i, _ in long:
+        fitted[i] = fit_question(tokenizer, questions[i], limit, prompt)
+        if fitted[i] is None:
+            raise LongQuestions(f"{_row_name(questions[i])}: even with its question and options cut to nothing, "
+                                f"its prompt takes more tokens than the model's context of {limit}")
+    print(f"warning: {len(long)} question(s) take more tokens than the model's context of {limit} and were "
+          f"shortened from the middle of their text: {named}. Pass --on-long error to stop instead",
+          file=sys.stderr)
+    return fitted, {questions[i].id for i, _ in long}
+
+
+def _row_name(q: Question, detail: str = "") -> str:
+    """
+    >>> _row_name(Question("q7", "?", {}, row=7), "900 tokens"), _row_name(Question("q7", "?", {}))
+    ('row 7 (id q7, 900 tokens)', 'id q7')
+    """
+    if q.row:
+        return f"row {q.row} (id {q.id}{', ' + detail if detail else ''})"
+    return f"id {q.id}{f' ({detail})' if detail else ''}"
 
 
 def count_ties(record: dict) -> int:
@@ -253,11 +370,16 @@ def _empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
+EVAL_FILES = ("predictions.csv", "predictions.jsonl", "metrics.json", "confusion.png")
+
+
 def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,
                   prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None) -> dict:
     """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
     (with ``about``: what was evaluated, and how) and confusion.png. Returns the metrics. In score mode the
-    metrics count ``ties``: answers drawn among letters whose logits were exactly equal."""
+    metrics count ``ties``: answers drawn among letters whose logits were exactly equal; ``shortened`` counts
+    the questions cut to fit the model's context."""
+    from .outputs import write_text
     from .plots import plot_confusion
 
     settings = replace(settings, raw=out_dir / "predictions.jsonl")
@@ -269,8 +391,9 @@ def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, se
     ties = {"ties": sum(map(count_ties, records))} if settings.mode == "score" else {}
     result = {**(about or {}), "mode": settings.mode, "circular": settings.circular,
               **metrics(questions, predicted, rotations), **ties,
+              "shortened": sum(bool(r.get("shortened")) for r in records),
               "seconds": speed["seconds"], "questions_per_second": speed["questions_per_second"]}
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot_confusion(result["confusion"], out_dir / "confusion.png",
                    title=f"{settings.mode}{', circular vote' if settings.circular else ''}: accuracy "
                          f"{result['accuracy']:.3f} on {result['questions']} questions")

@@ -8,7 +8,7 @@ may replace either part. Templates are ``str.format`` strings over ``{question}`
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .data import Question
 
@@ -86,6 +86,61 @@ def render_prompt(tokenizer, question: Question, config: PromptConfig | None = N
     """The text the model sees before it answers: the chat template with the assistant turn opened."""
     return tokenizer.apply_chat_template(build_messages(question, config), tokenize=False,
                                          add_generation_prompt=True)
+
+
+def shorten_middle(text: str, keep: int) -> str:
+    """``text`` with all but ``keep`` of its characters cut from the middle, the cut marked by an ellipsis: the
+    start of a question says what it is about, and its end often holds the actual question.
+
+    >>> shorten_middle("abcdefghij", 4), shorten_middle("abcdefghij", 0), shorten_middle("abc", 3)
+    ('ab…ij', '…', 'abc')
+    """
+    if len(text) <= keep:
+        return text
+    head = (keep + 1) // 2
+    return text[:head] + "…" + text[len(text) - (keep - head):]
+
+
+def fit_question(tokenizer, question: Question, max_tokens: int, config: PromptConfig | None = None
+                 ) -> Question | None:
+    """``question`` shortened from the middle until its prompt takes at most ``max_tokens`` tokens: the question
+    text first, then, if even a question cut to nothing is too long, every option alike. The options and the
+    answer cue at the prompt's end stay whole whenever the question text alone can make room. None when the
+    prompt does not fit even with everything cut."""
+
+    def fits(q: Question) -> bool:
+        text = render_prompt(tokenizer, q, config)
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) <= max_tokens
+
+    def cut_question(keep: int) -> Question:
+        return replace(question, question=shorten_middle(question.question, keep))
+
+    def cut_options(keep: int) -> Question:
+        return replace(cut_question(0), options={x: shorten_middle(t, keep) for x, t in question.options.items()})
+
+    if fits(question):
+        return question
+    if (keep := _most_that_fits(lambda k: fits(cut_question(k)), len(question.question))) is not None:
+        return cut_question(keep)
+    longest = max(map(len, question.options.values()), default=0)
+    if (keep := _most_that_fits(lambda k: fits(cut_options(k)), longest)) is not None:
+        return cut_options(keep)
+    return None
+
+
+def _most_that_fits(fits, most: int) -> int | None:
+    """The largest k in 0..most with ``fits(k)`` (assumed to hold up to some k and fail beyond), or None.
+
+    >>> _most_that_fits(lambda k: k <= 37, 100), _most_that_fits(lambda k: False, 100)
+    (37, None)
+    """
+    if not fits(0):
+        return None
+    low, high = 0, most
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
 
 
 def _join_letters(letters: list[str], separator: str, last: str) -> str:

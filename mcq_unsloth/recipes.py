@@ -7,7 +7,6 @@ with the package.
 from __future__ import annotations
 
 import difflib
-import shutil
 from pathlib import Path
 
 from .resources import shipped_dir
@@ -30,9 +29,9 @@ def find_recipe(name: str) -> Path:
             return path
     known = sorted(shipped_recipes())
     close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise RecipeNotFound(f"no recipe named {name!r}{hint} Shipped recipes: {', '.join(known)} "
-                         f"(or give a path to a YAML file)")
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise RecipeNotFound(f"no recipe named {name!r}{hint}; shipped recipes: {', '.join(known)}, or give the path "
+                         f"of a YAML file")
 
 
 def describe(path: Path) -> str:
@@ -47,12 +46,16 @@ def describe(path: Path) -> str:
 
 def copy_recipe(name: str, dest: str | Path, overwrite: bool = False) -> Path:
     """Copy a recipe to ``dest`` (a file, or a folder to put NAME.yaml in) to edit it."""
+    from .outputs import check_writable, replacing
+
     source = find_recipe(name)
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / source.name
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists; pass --overwrite to replace it")
+    check_writable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, dest)
+    with replacing(dest, "wb") as out:
+        out.write(source.read_bytes())
     return dest

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 import yaml
 
 from .config import Config, dump_yaml, to_dict
+from .outputs import empty_folder, replacing, write_text
 
 LIBRARIES = ("mcq-unsloth", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
              "unsloth", "unsloth_zoo")
@@ -35,13 +36,11 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         if not path.is_dir():
             raise RunExists(f"cannot resume {path}: there is no such run folder")
         return path
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
-            raise RunExists(f"{path} already holds a run; pass --resume to continue it, --overwrite to "
-                            f"replace it, or --out for another folder")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    try:
+        return empty_folder(path, overwrite, holds="a run",
+                            fix="pass --resume to continue it, --overwrite to replace it, or --out for another folder")
+    except FileExistsError as error:
+        raise RunExists(str(error)) from None
 
 
 def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False) -> None:
@@ -52,10 +51,9 @@ def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False)
         _check_same_config(run_dir, config)
         record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
         record.setdefault("resumed", []).append({"at": now, "command": sys.argv, "git_commit": git_commit()})
-        (run_dir / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         return
-    (run_dir / "config.yaml").write_text(f"# resolved from recipe {recipe}\n" + dump_yaml(config),
-                                         encoding="utf-8")
+    write_text(run_dir / "config.yaml", f"# resolved from recipe {recipe}\n" + dump_yaml(config))
     record = {
         "recipe": recipe,
         "command": sys.argv,
@@ -63,7 +61,7 @@ def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False)
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
-    (run_dir / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 def _check_same_config(run_dir: Path, config: Config) -> None:
@@ -105,14 +103,58 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def latest_checkpoint(folder: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` in ``folder``: the trainer writes ``trainer_state.json`` last, so a
-    checkpoint cut short by Ctrl-C or a crash is skipped."""
+def latest_checkpoint(folder: Path, skipped: list[str] | None = None) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``folder`` (see :func:`checkpoint_problem`). The newer ones that
+    are not complete are added to ``skipped``, each as "NAME: what is wrong"."""
     if not folder.is_dir():
         return None
-    complete = [p for p in folder.glob("checkpoint-*")
-                if p.name[11:].isdigit() and (p / "trainer_state.json").is_file()]
-    return str(max(complete, key=lambda p: int(p.name[11:]))) if complete else None
+    numbered = [p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit() and p.is_dir()]
+    for checkpoint in sorted(numbered, key=lambda p: -int(p.name[11:])):
+        if (problem := checkpoint_problem(checkpoint)) is None:
+            return str(checkpoint)
+        if skipped is not None:
+            skipped.append(f"{checkpoint.name}: {problem}")
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete: the trainer writes
+    ``trainer_state.json`` last, and every JSON, safetensors and torch file in it must be whole (a crash while
+    one was written leaves it cut short)."""
+    if not (checkpoint / "trainer_state.json").is_file():
+        return "it has no trainer_state.json (saving was cut short)"
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_bytes())
+            elif path.suffix == ".safetensors":
+                _check_safetensors(path)
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(path).close()  # torch.save writes a zip; a cut one lacks its closing directory
+        except (ValueError, zipfile.BadZipFile):
+            return f"{path.name} is cut short or damaged"
+    return None
+
+
+def _check_safetensors(path: Path) -> None:
+    """Raise ValueError unless the file is as long as its header says."""
+    with path.open("rb") as source:
+        size = int.from_bytes(source.read(8), "little")
+        header = json.loads(source.read(size))
+    end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    if path.stat().st_size != 8 + size + end:
+        raise ValueError(f"{path} holds {path.stat().st_size} bytes, its header says {8 + size + end}")
+
+
+def resume_checkpoint(folder: Path) -> str | None:
+    """The checkpoint to resume from (:func:`latest_checkpoint`), saying on stderr which newer ones are skipped
+    and why."""
+    skipped: list[str] = []
+    checkpoint = latest_checkpoint(folder, skipped)
+    for problem in skipped:
+        print(f"note: skipping {problem}; resuming from {Path(checkpoint).name if checkpoint else 'the start'}",
+              file=sys.stderr)
+    return checkpoint
 
 
 TRAINING_RECORD = "mcq_unsloth.json"
@@ -127,7 +169,7 @@ def write_training_record(folder: Path, config: Config, backend: str) -> None:
               "load_in_4bit": config.model.load_in_4bit, "dtype": resolve_dtype(config.model.dtype),
               "max_seq_length": config.model.max_seq_length, "prompt": dataclasses.asdict(config.prompt),
               "seed": config.train.seed}
-    (folder / TRAINING_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(folder / TRAINING_RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 def training_record(folder: str | Path) -> dict | None:
@@ -156,7 +198,7 @@ def eval_command(run_dir: Path, adapter_dir: Path, config: Config) -> dict[str, 
 
 def write_history(history: list[dict], run_dir: Path) -> None:
     """The trainer's log history as ``history.jsonl``: one logged row per line."""
-    with (run_dir / "history.jsonl").open("w", encoding="utf-8") as out:
+    with replacing(run_dir / "history.jsonl", encoding="utf-8") as out:
         for row in history:
             out.write(json.dumps(row) + "\n")
 
@@ -164,3 +206,20 @@ def write_history(history: list[dict], run_dir: Path) -> None:
 def last_logged(history: list[dict], key: str):
     """The most recent logged value of ``key``, or None."""
     return next((row[key] for row in reversed(history) if key in row), None)
+
+
+def whole_run_loss(history: list[dict], resumed_from: str | None) -> float | None:
+    """The mean training loss over every step of the run. The trainer's ``train_loss`` sums only the steps of
+    its own session (divided by all steps), so after a resume from ``checkpoint-N`` the steps up to N are added
+    back from the logged losses (each the mean since the previous log)."""
+    final = last_logged(history, "train_loss")
+    if final is None or resumed_from is None:
+        return final
+    steps = next(row["step"] for row in reversed(history) if "train_loss" in row)
+    resumed_step = int(Path(resumed_from).name.rsplit("-", 1)[1])
+    before, logged = 0.0, 0
+    for row in history:
+        if "loss" in row and logged < row["step"] <= resumed_step:
+            before += row["loss"] * (row["step"] - logged)
+            logged = row["step"]
+    return (before + final * steps) / max(logged + steps - resumed_step, 1)

@@ -14,7 +14,7 @@ from .data import DataError, Question, write_questions
 from .models import load_model, model_source, resolve_backend
 from .precision import mixed_precision
 from .prompts import build_messages
-from .runs import VALIDATION_FILE, eval_command, last_logged, latest_checkpoint, write_history, write_training_record
+from .runs import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, whole_run_loss, write_history, write_training_record
 from .splits import load_splits
 
 
@@ -55,7 +55,7 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
                                   config)
         write_questions(val_questions, run_dir / VALIDATION_FILE)
-    checkpoint = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     if val_questions:
         accuracy.finish(trainer)
@@ -102,5 +102,5 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
     return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,
-            "train_loss": last_logged(history, "train_loss"), "eval_loss": last_logged(history, "eval_loss"),
+            "train_loss": whole_run_loss(history, resumed_from), "eval_loss": last_logged(history, "eval_loss"),
             "eval_accuracy": last_logged(history, "eval_accuracy"), **eval_command(run_dir, adapter_dir, config)}

@@ -1,0 +1,151 @@
+"""What the commands write: checked writable before any slow work, held by one writer at a time, and replaced
+whole, so that a crash at any moment leaves the previous file or the new one, never half of it.
+
+Files that grow as work goes (a prediction CSV) are appended to line by line instead; their readers cut a last
+line that a crash left unfinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+class OutputError(OSError):
+    """An output that cannot be written, or that another process is writing: the user's to fix."""
+
+
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Raise :class:`OutputError` unless ``path`` (a file, or with ``folder`` a folder) can be created or written:
+    its nearest existing folder must accept a new file, and an existing file must open for appending. Creates
+    nothing that stays."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; name a folder for this output")
+    if not folder and path.is_dir():
+        raise OutputError(f"{path} is a folder; name a file for this output")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot create {path}: {existing} is a file, not a folder")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".mcq-unsloth-probe-")
+        os.close(descriptor)
+        os.unlink(probe)
+        if not folder and path.exists():
+            with path.open("ab"):
+                pass
+    except OSError as error:
+        where = path if not folder and path.exists() else existing
+        raise OutputError(f"cannot write {path}: {where}: {error.strerror.lower()}; choose another location or "
+                          f"make it writable") from None
+
+
+def empty_folder(path: str | Path, overwrite: bool = False, holds: str = "files",
+                 fix: str = "pass --overwrite to replace it, or choose another folder") -> Path:
+    """Create ``path`` as an empty folder. One that holds anything is an error (FileExistsError saying what it
+    ``holds`` and the ``fix``) unless ``overwrite``, which deletes it first."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; name a folder for this output")
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{path} already holds {holds}; {fix}")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of an output file or folder: beside it, so that deleting or replacing the output leaves the
+    lock alone."""
+    path = Path(os.path.abspath(path))
+    return path.parent / f"{path.name}.lock"
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path):
+    """Hold the lock of output ``path`` within the block: a second writer is refused while its holder runs, and a
+    lock left by a process that died is taken over with a notice. The lock file holds the holder's pid and host."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    if not _create(lock):
+        if (holder := _holder(lock)) is None:
+            print(f"note: taking over {lock}, left by a process that is no longer running", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+        if holder is not None or not _create(lock):
+            raise OutputError(f"{path} is being written by {holder or _holder(lock) or 'another process'} (lock "
+                              f"file {lock}); wait for it to finish, or write elsewhere")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _create(lock: Path) -> bool:
+    """Create ``lock`` holding this process's pid and host; False when it exists."""
+    try:
+        descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(descriptor, "w") as out:
+        out.write(f"{os.getpid()} {socket.gethostname()}\n")
+    return True
+
+
+def _holder(lock: Path) -> str | None:
+    """Who holds ``lock`` ("process PID on HOST"), or None when the lock is stale: its process has ended on this
+    host, or the file is empty or garbled and older than a few seconds (a writer that died creating it). A
+    holder on another host cannot be checked and counts as live."""
+    try:
+        text = lock.read_text(encoding="utf-8", errors="replace").split()
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    if len(text) != 2 or not text[0].isdigit():
+        return None if age > 5 else "another process"
+    pid, host = int(text[0]), text[1]
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+    return f"process {pid} on {host}"
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, mode: str = "w", **open_args):
+    """Open a temporary file beside ``path`` to write; when the block ends without error it replaces ``path``
+    whole, and otherwise it is removed and ``path`` stays as it was."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, mode, **open_args) as out:
+            yield out
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`replacing`."""
+    with replacing(path, encoding="utf-8") as out:
+        out.write(text)
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (through links too); False when either does not exist yet and
+    their absolute paths differ."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
