@@ -112,14 +112,25 @@ def _holder(lock: Path) -> str | None:
     if len(text) != 2 or not text[0].isdigit():
         return None if age > 5 else "another process"
     pid, host = int(text[0]), text[1]
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # alive, owned by another user
+    if host == socket.gethostname() and not _running(pid):
+        return None
     return f"process {pid} on {host}"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended: a killed process whose parent has not collected it yet
+    (a zombie) has ended."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by another user
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): existing is all we can tell
+    return stat[stat.rfind(")") + 2:][:1] != "Z"
 
 
 @contextlib.contextmanager

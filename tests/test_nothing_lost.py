@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -387,3 +388,15 @@ def test_papercuts(tmp_path):
     assert "Write --n synthetic" in run("data", "synth", "--help").output
     assert "export" not in run("--help").output  # promised only once the command exists
     assert "unsloth: FastLanguageModel" in run("predict", "--help").output
+
+
+def test_a_killed_holder_not_yet_collected_counts_as_gone(tmp_path):
+    """kill -9 leaves a zombie until its parent collects it; its pid still answers signals."""
+    from mcq_unsloth.outputs import exclusive, lock_path
+
+    zombie = subprocess.Popen(["true"])
+    time.sleep(0.5)  # ended, not yet waited for
+    lock_path(tmp_path / "a.csv").write_text(f"{zombie.pid} {os.uname().nodename}\n")
+    with exclusive(tmp_path / "a.csv"):
+        assert lock_path(tmp_path / "a.csv").read_text().split()[0] == str(os.getpid())
+    zombie.wait()
