@@ -30,7 +30,7 @@ def user_error_types() -> tuple[type[Exception], ...]:
     from .data import DataError
     from .models import ModelLoadError
     from .outputs import OutputError
-    from .predict import LongQuestions
+    from .inference import LongQuestions
     from .recipes import RecipeNotFound
 
     return (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, FileExistsError,

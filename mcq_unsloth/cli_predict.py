@@ -133,7 +133,8 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
             backend, dtype, load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from .outputs import check_writable, exclusive, same_file
-    from .predict import LongQuestions, answered, predict_file
+    from .inference import LongQuestions
+    from .predict import answered, predict_file
 
     out, raw = Path(out), Path(raw) if raw else None
     _refuse_overwriting_input(data_file, [out] + ([raw] if raw else []))
@@ -171,7 +172,8 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
     matrix, speed) and confusion.png."""
     from .data import DataError
     from .outputs import check_writable, exclusive
-    from .predict import EVAL_FILES, LongQuestions, answered, evaluate_file
+    from .inference import LongQuestions
+    from .predict import EVAL_FILES, answered, evaluate_file
 
     out_dir = Path(out_dir)
     _refuse_overwriting_input(data_file, [out_dir / name for name in EVAL_FILES])

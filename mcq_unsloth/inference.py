@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .data import Question
 from .extraction import extract_answer
-from .prompts import PromptConfig, render_prompt
+from .prompts import PromptConfig, fit_question, render_prompt
+
+
+class LongQuestions(ValueError):
+    """Questions whose prompts do not fit the model's context, with ``on_long="error"`` (or too long to shorten)."""
 
 
 @dataclass
@@ -187,6 +192,48 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     configured = [configured] if isinstance(configured, int) else list(configured or [])
     return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
+
+
+def fit_to_context(model, tokenizer, questions: list[Question], prompt: PromptConfig | None = None, room: int = 0,
+                   circular: bool = False, on_long: str = "shorten") -> tuple[list[Question], set[str]]:
+    """The questions with those whose prompts leave less than ``room`` tokens of the model's context (a reply's
+    length, for generation) shortened from the middle (see :func:`mcq_unsloth.prompts.fit_question`), and the
+    ids shortened, each named in a warning on stderr. With ``on_long="error"`` they raise :class:`LongQuestions`
+    instead. Either way memory stays bounded by the batch, never by one long row."""
+    context = context_length(model, tokenizer)
+    if context is None or not questions:
+        return questions, set()
+    # A rotation's prompt (circular evaluation) may take a token or two more than the original's.
+    limit = context - room - (8 if circular else 0)
+    lengths = [n for i in range(0, len(questions), 1000)
+               for n in map(len, prompt_token_ids(tokenizer, questions[i:i + 1000], prompt))]
+    long = [(i, n) for i, n in enumerate(lengths) if n > limit]
+    if not long:
+        return questions, set()
+    named = ", ".join(_row_name(questions[i], f"{n} tokens") for i, n in long)
+    if on_long == "error":
+        raise LongQuestions(f"{len(long)} question(s) take more tokens than the model's context of {limit}: "
+                            f"{named}; shorten them, or leave out --on-long error to have them shortened")
+    fitted = list(questions)
+    for i, _ in long:
+        fitted[i] = fit_question(tokenizer, questions[i], limit, prompt)
+        if fitted[i] is None:
+            raise LongQuestions(f"{_row_name(questions[i])}: even with its question and options cut to nothing, "
+                                f"its prompt takes more tokens than the model's context of {limit}")
+    print(f"warning: {len(long)} question(s) take more tokens than the model's context of {limit} and were "
+          f"shortened from the middle of their text: {named}. Pass --on-long error to stop instead",
+          file=sys.stderr)
+    return fitted, {questions[i].id for i, _ in long}
+
+
+def _row_name(q: Question, detail: str = "") -> str:
+    """
+    >>> _row_name(Question("q7", "?", {}, row=7), "900 tokens"), _row_name(Question("q7", "?", {}))
+    ('row 7 (id q7, 900 tokens)', 'id q7')
+    """
+    if q.row:
+        return f"row {q.row} (id {q.id}{', ' + detail if detail else ''})"
+    return f"id {q.id}{f' ({detail})' if detail else ''}"
 
 
 def context_length(model, tokenizer) -> int | None:

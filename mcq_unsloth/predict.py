@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .data import LETTERS, Question
+from .inference import fit_to_context
 from .models import out_of_memory_errors
 
 
@@ -44,10 +45,6 @@ class Prediction:
     rotations: list[str | None] = field(default_factory=list)  # predicted position letter in each rotation
 
 
-class LongQuestions(ValueError):
-    """Questions whose prompts do not fit the model's context, with ``on_long="error"`` (or too long to shorten)."""
-
-
 def predict_file(model, tokenizer, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
                  resume: bool = False, progress: bool = True) -> dict:
     """Answer ``questions`` into the CSV ``out`` (``id,answer``), skipping ids already there when resuming.
@@ -59,7 +56,8 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
 
     done = answered(out, settings, questions) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
-    pending, shortened = fit_to_context(model, tokenizer, pending, settings, prompt)
+    room = settings.max_new_tokens if settings.mode == "generate" else 0
+    pending, shortened = fit_to_context(model, tokenizer, pending, prompt, room, settings.circular, settings.on_long)
     batch_size = settings.batch_size or _first_batch_size(model)
     prefix = _prompt_prefix(model, tokenizer, pending, settings, prompt)
     new_file = done is None
@@ -167,51 +165,6 @@ def _rewrite_if_changed(path: Path, lines: list[str]) -> None:
     text = "".join(lines)
     if not path.exists() or path.read_bytes() != text.encode("utf-8"):
         write_text(path, text)
-
-
-def fit_to_context(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt=None
-                   ) -> tuple[list[Question], set[str]]:
-    """The questions with those whose prompts exceed the model's context shortened from the middle (see
-    :func:`mcq_unsloth.prompts.fit_question`), and the ids shortened, each named in a warning on stderr. With
-    ``settings.on_long == "error"`` they raise :class:`LongQuestions` instead. Either way memory stays bounded
-    by the batch, never by one long row."""
-    from .inference import context_length, prompt_token_ids
-    from .prompts import fit_question
-
-    context = context_length(model, tokenizer)
-    if context is None or not questions:
-        return questions, set()
-    # Generation needs room for its reply; a rotation's prompt may take a token or two more than the original.
-    limit = context - (settings.max_new_tokens if settings.mode == "generate" else 0) - (8 if settings.circular else 0)
-    lengths = [n for i in range(0, len(questions), 1000)
-               for n in map(len, prompt_token_ids(tokenizer, questions[i:i + 1000], prompt))]
-    long = [(i, n) for i, n in enumerate(lengths) if n > limit]
-    if not long:
-        return questions, set()
-    named = ", ".join(_row_name(questions[i], f"{n} tokens") for i, n in long)
-    if settings.on_long == "error":
-        raise LongQuestions(f"{len(long)} question(s) take more tokens than the model's context of {limit}: "
-                            f"{named}; shorten them, or leave out --on-long error to have them shortened")
-    fitted = list(questions)
-    for i, _ in long:
-        fitted[i] = fit_question(tokenizer, questions[i], limit, prompt)
-        if fitted[i] is None:
-            raise LongQuestions(f"{_row_name(questions[i])}: even with its question and options cut to nothing, "
-                                f"its prompt takes more tokens than the model's context of {limit}")
-    print(f"warning: {len(long)} question(s) take more tokens than the model's context of {limit} and were "
-          f"shortened from the middle of their text: {named}. Pass --on-long error to stop instead",
-          file=sys.stderr)
-    return fitted, {questions[i].id for i, _ in long}
-
-
-def _row_name(q: Question, detail: str = "") -> str:
-    """
-    >>> _row_name(Question("q7", "?", {}, row=7), "900 tokens"), _row_name(Question("q7", "?", {}))
-    ('row 7 (id q7, 900 tokens)', 'id q7')
-    """
-    if q.row:
-        return f"row {q.row} (id {q.id}{', ' + detail if detail else ''})"
-    return f"id {q.id}{f' ({detail})' if detail else ''}"
 
 
 def count_ties(record: dict) -> int:
