@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .cli_errors import UserError, user_error_types, user_errors
+from .cli_export import export, verify_gguf_command
 from .cli_predict import bench, eval_command, predict
 from .tiny import SHAPES
 
@@ -20,10 +21,10 @@ from .tiny import SHAPES
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcq-unsloth")
 def main():
-    """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, evaluation."""
+    """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, evaluation, export."""
 
 
-for command in (predict, eval_command, bench):
+for command in (predict, eval_command, bench, export, verify_gguf_command):
     main.add_command(command)
 
 

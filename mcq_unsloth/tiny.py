@@ -18,6 +18,9 @@ from .resources import shipped_dir
 from .synth import synth_questions
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2's pre-tokenizer split, as its tokenizer.json writes it: letters in runs, digits one by one.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
 # ChatML, as Qwen2.5 writes it, without Qwen's default system prompt.
 CHATML = (
     "{% for message in messages %}"
@@ -97,12 +100,15 @@ def build_tokenizer(vocab_size: int = 1024):
     tokenizer = Tokenizer(models.BPE())
     # Each Chinese character is its own word, so merges stay inside it: on our repetitive corpus, plain
     # byte-level BPE would merge whole questions into single tokens and nothing would generalise.
+    # Qwen2's pre-tokenizer, so llama.cpp tokenizes a GGUF export the same way (its "qwen2" pre-tokenizer).
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\p{Han}"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False),
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False),
     ])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    # At most three byte symbols a token: one Chinese character. On our repetitive corpus, longer merges would
+    # join whole phrases of Chinese into single tokens and nothing would generalise.
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, max_token_length=3,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(

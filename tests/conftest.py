@@ -48,7 +48,7 @@ def smollm2_dir():
 
     from mcq_unsloth.smollm2 import write_smollm2
 
-    folder = Path(__file__).resolve().parent.parent / ".cache" / "smollm2-135m-instruct"
+    folder = Path(__file__).resolve().parent.parent / ".cache" / "smollm2-135m-instruct-v2"  # v2: its pre-tokenizer
     if not (folder / "model.safetensors").is_file():
         write_smollm2(folder)
     return folder

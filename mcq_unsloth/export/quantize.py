@@ -1,0 +1,34 @@
+"""K-quants (and anything else beyond gguf-py) by llama.cpp's own quantizer, as llama-cpp-python ships it: its
+rules decide which tensors keep more bits (the output layer, parts of attention), which a hand-written
+quantizer would not reproduce."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .gguf_file import ExportError
+from .llamacpp import llama_cpp
+
+# llama.cpp's file types (enum llama_ftype) for the quantizations we offer through it.
+LLAMA_CPP_QUANTS = {"q4_k_m": 15, "q5_k_m": 17, "q6_k": 18}
+
+
+def quantize_gguf(source: str | Path, out: str | Path, quant: str) -> Path:
+    """Quantize the GGUF file ``source`` (f32, f16 or bf16) into ``out`` with llama.cpp; ``out`` appears only
+    when complete."""
+    if quant not in LLAMA_CPP_QUANTS:
+        raise ExportError(f"llama.cpp quantizes to {', '.join(LLAMA_CPP_QUANTS)} here, not {quant!r}")
+    module = llama_cpp(f"--quant {quant}")
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    params = module.llama_model_quantize_default_params()
+    params.ftype = LLAMA_CPP_QUANTS[quant]
+    params.nthread = os.cpu_count() or 1
+    try:
+        if module.llama_model_quantize(str(source).encode(), str(partial).encode(), params) != 0:
+            raise ExportError(f"llama.cpp could not quantize {source} to {quant}")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,74 @@
+"""Checking a GGUF file against the Hugging Face model it was made from, with llama.cpp as the independent
+implementation: the same rendered prompts must tokenize to the same ids, and the letter chosen at the answer
+position (among the question's options) must agree with the float32 transformers model's.
+
+Targets: tokenization identical on every prompt; f32, f16 and bf16 agree on every question whose top two letters
+are more than ``NEAR`` apart in probability (closer ones, near-ties, are counted, not required); q8_0 agrees
+on at least 98%; K-quants are reported only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data import Question
+from .gguf_file import ExportError
+from .llamacpp import GgufModel
+
+NEAR = 0.01
+EXACT_TYPES = ("f32", "f16", "bf16")
+
+
+def verify_gguf(path: str | Path, reference: str | Path, questions: list[Question], prompt=None,
+                progress: bool = True) -> dict:
+    """Compare the GGUF file ``path`` in llama.cpp with the Hugging Face model folder ``reference`` on
+    ``questions``; returns counts and the largest difference of letter probabilities."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ..inference import score_questions
+    from ..models import load_model
+    from ..prompts import render_prompt
+
+    hf = load_model(str(reference), backend="hf", dtype="float32")
+    expected = score_questions(hf.model, hf.tokenizer, questions, prompt)
+    same_tokens = agree = near_ties = agree_beyond = 0
+    largest = 0.0
+    with GgufModel(path) as gguf_model:
+        letter_ids = gguf_model.letter_ids("".join(sorted({x for q in questions for x in q.options})))
+        for question, reference_scored in tqdm(list(zip(questions, expected)), desc=f"verify {Path(path).name}",
+                                               unit="q", disable=not progress):
+            text = render_prompt(hf.tokenizer, question, prompt)
+            ids = gguf_model.token_ids(text)
+            same_tokens += ids == hf.tokenizer(text, add_special_tokens=False)["input_ids"]
+            letters = list(question.options)
+            logits = gguf_model.next_logits(ids)[[letter_ids[x] for x in letters]].astype("float64")
+            probabilities = np.exp(logits - logits.max())
+            probabilities /= probabilities.sum()
+            agrees = letters[int(probabilities.argmax())] == reference_scored.prediction
+            agree += agrees
+            top_two = sorted(reference_scored.probabilities.values(), reverse=True)[:2]
+            if len(top_two) == 2 and top_two[0] - top_two[1] <= NEAR:
+                near_ties += 1
+            else:
+                agree_beyond += agrees
+            largest = max(largest, *(abs(p - reference_scored.probabilities[x]) for x, p in zip(letters, probabilities)))
+    n = len(questions)
+    return {"file": str(path), "questions": n, "tokenization_identical": same_tokens, "agreement": round(agree / n, 4),
+            "near_ties": near_ties, "agreement_beyond_near_ties": f"{agree_beyond}/{n - near_ties}",
+            "max_probability_difference": round(float(largest), 4)}
+
+
+def check_targets(result: dict, quant: str) -> None:
+    """Raise :class:`ExportError` when a verification misses its target (see the module docstring)."""
+    n = result["questions"]
+    problems = []
+    if result["tokenization_identical"] != n:
+        problems.append(f"llama.cpp tokenized {n - result['tokenization_identical']} of {n} prompts differently")
+    agreed, asked = map(int, result["agreement_beyond_near_ties"].split("/"))
+    if quant in EXACT_TYPES and agreed != asked:
+        problems.append(f"{asked - agreed} of {asked} answers that are not near-ties differ")
+    if quant == "q8_0" and result["agreement"] < 0.98:
+        problems.append(f"agreement {result['agreement']:.1%} is below 98%")
+    if problems:
+        raise ExportError(f"{result['file']} does not answer like its source: {'; '.join(problems)}")
