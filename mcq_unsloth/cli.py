@@ -263,9 +263,9 @@ def smollm2(out, overwrite):
 @click.option("--overwrite", is_flag=True, help="Replace the run folder if it holds an earlier demo.")
 def demo(out, overwrite):
     """The main job on the embedded default: build a tiny model, score it on held-out questions, fine-tune it
-    with the smoke recipe, score it again.
+    with the smoke recipe, score it again, export it to GGUF and compare llama.cpp's answers.
 
-    Ends with one JSON line: accuracy_before, accuracy_after, seconds, run_dir."""
+    Ends with one JSON line: accuracy_before, accuracy_after, gguf_agreement, seconds, run_dir."""
     from .demo import run_demo
     from .outputs import check_writable
 

@@ -33,7 +33,7 @@ def _prediction_options(command):
     options = [
         click.option("--model", "model_dir", required=True,
                      help="A base model, a LoRA adapter folder (its base is read from adapter_config.json) or a "
-                          "merged model: a folder or a Hub id."),
+                          "merged model: a folder or a Hub id; or a .gguf file, run by llama.cpp."),
         click.option("--base", default=None,
                      help="For an adapter --model: the base model to load instead of the one its "
                           "adapter_config.json names (e.g. a local copy on a machine without network)."),
@@ -83,9 +83,12 @@ def _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template):
     from .prompts import PromptConfig
     from .runs import training_record
 
-    trained = training_record(model_dir)
+    if model_dir.endswith(".gguf") and Path(model_dir).is_file():
+        loaded, precision, trained = _load_gguf(model_dir)
+    else:
+        trained = training_record(model_dir)
+        loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
     prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
-    loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
     own_texts = " with the adapter's own texts" if prompt.system is not None or prompt.user is not None else ""
     source = " (the adapter's training record)" if trained and not template else ""
     click.echo(f"prompt: template {prompt.template}{own_texts}{source}", err=True)
@@ -116,6 +119,21 @@ def _load(model_dir, backend, dtype, load_in_4bit, trained=None, base=None):
                         f"use a larger GPU") from None
     click.echo(f"model: {model_dir}, backend {loaded.backend}, precision {precision}", err=True)
     return loaded, precision
+
+
+def _load_gguf(path: str):
+    """A GGUF file in llama.cpp, its quantization, and the training record our export put in it (its prompt)."""
+    import gguf
+
+    from .export.llamacpp import GgufModel, GgufTokenizer
+    from .models import Loaded
+
+    model = GgufModel(path)
+    metadata = model.llm.metadata
+    kind = gguf.LlamaFileType(int(metadata.get("general.file_type", 0))).name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
+    trained = json.loads(metadata["mcq_unsloth.training_record"]) if "mcq_unsloth.training_record" in metadata else None
+    click.echo(f"model: {path}, llama.cpp, weights {kind}", err=True)
+    return Loaded(model, GgufTokenizer(model), "llama.cpp"), f"{kind} (the GGUF file's)", trained
 
 
 def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:

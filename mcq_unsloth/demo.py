@@ -1,7 +1,8 @@
 """``mcq-unsloth demo``: the main job on the embedded default, on any CPU, with no download.
 
 Builds the tiny model, measures its accuracy on held-out synthetic questions, fine-tunes it with the
-``smoke`` recipe, and measures again from the saved adapter.
+``smoke`` recipe, and measures again from the saved adapter. Then exports it as users deploy it (merged, then a
+q8_0 GGUF file) and measures how often llama.cpp picks the same letter as transformers.
 """
 
 from __future__ import annotations
@@ -35,11 +36,23 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     before = _accuracy(model_source(config.model.name, run_dir), config, backend, held_out)
     trained = train_sft(config, run_dir)
     after = _accuracy(trained["adapter"], config, backend, held_out)
-    summary = {"accuracy_before": before, "accuracy_after": after, "seconds": round(time.perf_counter() - start, 1),
-               "run_dir": str(run_dir)}
+    gguf = _gguf_agreement(run_dir, held_out)
+    summary = {"accuracy_before": before, "accuracy_after": after, "gguf_agreement": gguf["agreement"],
+               "seconds": round(time.perf_counter() - start, 1), "run_dir": str(run_dir)}
     write_text(run_dir / "metrics.json", json.dumps({**summary, "backend": backend, "held_out_questions": 200,
-                                                     "train": trained}, indent=2) + "\n")
+                                                     "train": trained, "gguf": gguf}, indent=2) + "\n")
     return summary
+
+
+def _gguf_agreement(run_dir: Path, questions: list[Question]) -> dict:
+    """Export the trained model as it would be deployed (merged, then a q8_0 GGUF file) and compare llama.cpp's
+    answers to the held-out questions with the merged model's in transformers."""
+    from .export.run import run_export
+    from .export.verify import verify_gguf
+
+    merged = run_export(str(run_dir), "merged", run_dir / "merged", dtype="float32", progress=False)["out"]
+    exported = run_export(merged, "gguf", run_dir / "gguf", quants=("q8_0",), progress=False)
+    return verify_gguf(exported["gguf"][0]["file"], merged, questions, progress=False)
 
 
 def _accuracy(path: str, config: Config, backend: str, questions: list[Question]) -> float:

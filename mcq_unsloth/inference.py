@@ -239,8 +239,8 @@ def _row_name(q: Question, detail: str = "") -> str:
 def context_length(model, tokenizer) -> int | None:
     """The most tokens the model takes at once: its position limit, or the tokenizer's when that is lower. None
     when neither says."""
-    limits = [getattr(model.config.get_text_config(), "max_position_embeddings", None),
-              getattr(tokenizer, "model_max_length", None)]
+    config = model.config.get_text_config() if hasattr(model, "config") else None  # a GGUF model has none
+    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     limits = [x for x in limits if isinstance(x, int) and 0 < x < 10**8]  # tokenizers say 1e30 for "no limit"
     return min(limits, default=None)
 

@@ -220,7 +220,7 @@ def _prompt_prefix(model, tokenizer, questions: list[Question], settings: Predic
     Prompts are tokenized a thousand at a time: a large file's token ids are never all held at once."""
     from .inference import prompt_prefix, prompt_token_ids, shared_start
 
-    if settings.mode != "score" or len(questions) < 2:
+    if settings.mode != "score" or len(questions) < 2 or not hasattr(model, "config"):  # GGUF: reuses its own
         return None
     asked = _asked(questions, settings)
     chunks = (prompt_token_ids(tokenizer, asked[i:i + 1000], prompt) for i in range(0, len(asked), 1000))
@@ -230,15 +230,21 @@ def _prompt_prefix(model, tokenizer, questions: list[Question], settings: Predic
 def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int,
             prefix=None):
     """(Prediction, raw record) for each question of the chunk, in order."""
+    from .export.llamacpp import GgufModel
     from .inference import generate_answers, score_questions
 
     asked = _asked(chunk, settings)
-    if settings.mode == "score":
+    if isinstance(model, GgufModel):  # llama.cpp: one prompt at a time, each reusing the start it shares
+        outputs = model.score(asked, prompt) if settings.mode == "score" else model.generate(
+            asked, prompt, settings.max_new_tokens)
+    elif settings.mode == "score":
         outputs = score_questions(model, tokenizer, asked, prompt, batch_size, prefix)
+    else:
+        outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)
+    if settings.mode == "score":
         records = [{"prediction": o.prediction, "probabilities": o.probabilities, **({"tied": o.tied} if o.tied else {})}
                    for o in outputs]
     else:
-        outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)
         records = [{"prediction": o.prediction, "text": o.text} for o in outputs]
     results, at = [], 0
     for q in chunk:
@@ -309,7 +315,7 @@ def _first_batch_size(model) -> int:
     """A starting batch size: from free GPU memory (halved on out-of-memory later), or 16 on CPU."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() or not hasattr(model, "config"):  # a CPU, or llama.cpp (one at a time)
         return 16
     free, _ = torch.cuda.mem_get_info()
     # ~150-token prompts of a 7B model need well under 64 MiB of activations each at inference.

@@ -99,11 +99,15 @@ def test_truncated_answers_stop_the_run(tmp_path):
 
 @pytest.mark.slow
 def test_demo_learns_held_out_questions(tmp_path):
-    """The demo's promise: the shipped smoke recipe lifts held-out accuracy by at least 0.25."""
+    """The demo's promise: the shipped smoke recipe lifts held-out accuracy by at least 0.25, and the q8_0 GGUF
+    export answers like the model in llama.cpp."""
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output.strip().splitlines()[-1])
-    assert set(summary) == {"accuracy_before", "accuracy_after", "seconds", "run_dir"}
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"accuracy_before", "accuracy_after", "gguf_agreement", "seconds", "run_dir"}
+    assert summary["gguf_agreement"] >= 0.98
+    gguf = json.loads((tmp_path / "demo" / "metrics.json").read_text())["gguf"]
+    assert gguf["questions"] == 200 and gguf["tokenization_identical"] == 200
     assert summary["accuracy_before"] <= 0.35
     assert summary["accuracy_after"] - summary["accuracy_before"] >= 0.25
     assert (tmp_path / "demo" / "adapter" / "adapter_config.json").is_file()

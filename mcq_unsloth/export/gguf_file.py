@@ -39,9 +39,12 @@ ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
 GGUF_PY_QUANTS = ("f32", "f16", "bf16", "q8_0")  # what gguf-py writes itself; K-quants come from llama.cpp
 
 
-def write_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", progress: bool = True) -> Path:
+def write_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", progress: bool = True,
+               training_record: dict | None = None) -> Path:
     """Write the model in ``model_dir`` (a Hugging Face folder) to the GGUF file ``out`` with weights in
-    ``quant`` (one of :data:`GGUF_PY_QUANTS`); the file appears only when complete. Returns ``out``."""
+    ``quant`` (one of :data:`GGUF_PY_QUANTS`); the file appears only when complete. ``training_record`` (see
+    :func:`mcq_unsloth.runs.write_training_record`) goes in as ``mcq_unsloth.training_record``, so predictions
+    from the file ask questions as training did. Returns ``out``."""
     import gguf
 
     model_dir, out = Path(model_dir), Path(out)
@@ -56,6 +59,8 @@ def write_gguf(model_dir: str | Path, out: str | Path, quant: str = "f16", progr
     writer = gguf.GGUFWriter(partial, arch)
     try:
         writer.add_name(model_dir.resolve().name)
+        if training_record is not None:
+            writer.add_string("mcq_unsloth.training_record", json.dumps(training_record, ensure_ascii=False))
         _hyperparameters(writer, config, file_type)
         _tokenizer(writer, model_dir, config["vocab_size"])
         tensors = _tensors(gguf, model_dir, config, arch, tensor_type)

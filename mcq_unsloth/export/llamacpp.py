@@ -91,10 +91,71 @@ class GgufModel:
             reply.append(token)
         return self.llm.detokenize(reply).decode("utf-8", errors="replace")
 
+    def score(self, questions, prompt=None) -> list:
+        """Letter scoring as :func:`mcq_unsloth.inference.score_questions` does it, one prompt at a time (each
+        reusing the start it shares with the previous one): the softmax over each question's option letters at
+        the answer position, exact ties drawn with the question's id."""
+        import numpy as np
+
+        from ..inference import Scored, break_tie
+        from ..prompts import render_prompt
+
+        tokenizer = GgufTokenizer(self)
+        letter_ids = self.letter_ids("".join(sorted({x for q in questions for x in q.options})))
+        results = []
+        for question in questions:
+            letters = list(question.options)
+            logits = self.next_logits(self.token_ids(render_prompt(tokenizer, question, prompt)))
+            chosen = logits[[letter_ids[x] for x in letters]].astype("float64")
+            probabilities = np.exp(chosen - chosen.max())
+            probabilities /= probabilities.sum()
+            tied = [x for x, value in zip(letters, chosen) if value == chosen.max()]
+            results.append(Scored(question.id, break_tie(question.id, tied),
+                                  dict(zip(letters, probabilities.tolist())), tied if len(tied) > 1 else []))
+        return results
+
+    def generate(self, questions, prompt=None, max_new_tokens: int = 8) -> list:
+        """Greedy replies and the letters extracted from them, as
+        :func:`mcq_unsloth.inference.generate_answers` gives them."""
+        from ..extraction import extract_answer
+        from ..inference import Generated
+        from ..prompts import render_prompt
+
+        tokenizer, stop = GgufTokenizer(self), self.end_of_generation()
+        results = []
+        for question in questions:
+            reply = self.greedy(self.token_ids(render_prompt(tokenizer, question, prompt)), max_new_tokens, stop)
+            results.append(Generated(question.id, extract_answer(reply, question.options), reply))
+        return results
+
     def end_of_generation(self) -> set[int]:
         """The tokens generation stops on: the file's end-of-sequence and end-of-turn tokens."""
         vocab = self._module.llama_model_get_vocab(self.llm.model)
         return {int(self._module.llama_vocab_eos(vocab)), int(self._module.llama_vocab_eot(vocab))} - {-1}
+
+
+class GgufTokenizer:
+    """What prompt rendering and length checks need of a tokenizer, answered from a GGUF file: its own chat
+    template (rendered as transformers renders templates, by llama-cpp-python's formatter) and llama.cpp's
+    tokenization."""
+
+    def __init__(self, model: GgufModel):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        metadata = model.llm.metadata
+        if "tokenizer.chat_template" not in metadata:
+            raise ExportError(f"{model.path} has no chat template; export it from a model that has one")
+        token = lambda key: model.llm.detokenize([int(metadata[key])], special=True).decode() if key in metadata else ""
+        self._template = Jinja2ChatFormatter(metadata["tokenizer.chat_template"], token("tokenizer.ggml.eos_token_id"),
+                                             token("tokenizer.ggml.bos_token_id"), add_generation_prompt=True)
+        self._model = model
+        self.model_max_length = model.context
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return self._template(messages=messages).prompt
+
+    def __call__(self, texts, add_special_tokens=False, verbose=False):
+        return {"input_ids": [self._model.token_ids(text) for text in texts]}
 
 
 def trained_context(path: str | Path) -> int:

@@ -57,7 +57,7 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
         tokenizer = AutoTokenizer.from_pretrained(model)
         system = next((m["content"] for m in build_messages(questions[0], prompt) if m["role"] == "system"), None)
         result["gguf"] = []
-        for quant, path in _write_quants(model, out, Path(scratch), quants, progress):
+        for quant, path in _write_quants(model, out, Path(scratch), quants, progress, record):
             entry = {"quant": quant, "file": str(path), "bytes": path.stat().st_size}
             if (modelfile := _modelfile(path, tokenizer, system)) is not None:
                 entry["modelfile"] = str(modelfile)
@@ -65,7 +65,8 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
                 from .verify import check_targets, verify_gguf
 
                 entry["verify"] = verify_gguf(path, model, questions, prompt, progress=progress)
-                check_targets(entry["verify"], quant)
+                if (warning := check_targets(entry["verify"], quant)) is not None:
+                    print(f"warning: {warning}", file=sys.stderr)
             result["gguf"].append(entry)
     return result
 
@@ -105,7 +106,8 @@ def sample_questions(run_dir: Path | None):
     return load_questions(shipped_file("mcq_zh.csv"))[:SAMPLE]
 
 
-def _write_quants(model: Path, out: Path, scratch: Path, quants: tuple[str, ...], progress: bool):
+def _write_quants(model: Path, out: Path, scratch: Path, quants: tuple[str, ...], progress: bool,
+                  record: dict | None):
     """(quant, file) for each asked quantization, named after the ``out`` folder, converting the model once:
     gguf-py's types directly, llama.cpp's from one float GGUF file (the asked f32/bf16/f16 one when there is
     one)."""
@@ -116,12 +118,12 @@ def _write_quants(model: Path, out: Path, scratch: Path, quants: tuple[str, ...]
     written: dict[str, Path] = {}
     for quant in dict.fromkeys(quants):
         if quant in GGUF_PY_QUANTS:
-            written[quant] = write_gguf(model, out / f"{name}-{quant}.gguf", quant, progress)
+            written[quant] = write_gguf(model, out / f"{name}-{quant}.gguf", quant, progress, record)
             yield quant, written[quant]
     for quant in dict.fromkeys(q for q in quants if q in LLAMA_CPP_QUANTS):
         source = next((written[q] for q in ("f32", "bf16", "f16") if q in written), None)
         if source is None:
-            source = written["f32"] = write_gguf(model, scratch / f"{name}-f32.gguf", "f32", progress)
+            source = written["f32"] = write_gguf(model, scratch / f"{name}-f32.gguf", "f32", progress, record)
         yield quant, quantize_gguf(source, out / f"{name}-{quant}.gguf", quant)
 
 
