@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from .cli_errors import UserError, user_errors
-
-QUANT_CHOICES = ["f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]
+from .export.run import QUANTS
 
 
 @click.command()
@@ -18,7 +17,7 @@ QUANT_CHOICES = ["f32", "f16", "bf16", "q8_0", "q4_k_m", "q5_k_m", "q6_k"]
 @click.option("--format", "fmt", type=click.Choice(["lora", "merged", "gguf"]), required=True,
               help="lora: the adapter as it is; merged: LoRA merged into the base's 16-bit weights; gguf: one file "
                    "per --quant for llama.cpp and Ollama, each with a Modelfile.")
-@click.option("--quant", "quants", type=click.Choice(QUANT_CHOICES), multiple=True,
+@click.option("--quant", "quants", type=click.Choice(QUANTS), multiple=True,
               help="gguf: quantization, repeatable (default f16). f32/f16/bf16/q8_0 are written by gguf-py; the "
                    "K-quants by llama.cpp's quantizer (needs llama-cpp-python).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")

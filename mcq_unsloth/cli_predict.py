@@ -229,9 +229,58 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
 
 # --- benchmarks -------------------------------------------------------------------------------------
 
-@click.group()
-def bench():
-    """Benchmarks that print speed figures."""
+@click.group(invoke_without_command=True)
+@click.option("--model", default="tiny", show_default=True,
+              help="tiny (built now), qwen2.5-7b or qwen2.5-14b (the real layers and vocabulary, random weights, "
+                   "built on the GPU), or a model folder.")
+@click.option("--tasks", default="sft,grpo,score,generate", show_default=True,
+              help="Comma-separated: sft, grpo, score, generate.")
+@click.option("--seq-len", type=click.IntRange(min=16), default=512, show_default=True,
+              help="SFT sequence length (tokens), and the models' maximum length.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="SFT sequences per step (the contest's 4); inference batches hold 16 prompts.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Timed steps (or inference rounds) after the warm-up: default 10, or 3 with --quick.")
+@click.option("--quick", is_flag=True, help="Fewer steps, shorter GRPO replies, fewer questions: a check that it "
+                                            "runs, minutes on a CPU.")
+@click.option("--4bit/--no-4bit", "load_in_4bit", default=True, show_default=True,
+              help="Both backends load the base in 4-bit NF4 with double quantization, as the contest did.")
+@click.option("--sft-questions", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Training questions for the projected time of the contest's 3 SFT epochs.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/bench", show_default=True,
+              help="Folder for bench.json, bench.md and bench.png.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds files.")
+@click.pass_context
+def bench(ctx, model, tasks, seq_len, batch_size, steps, quick, load_in_4bit, sft_questions, out, overwrite):
+    """Unsloth against vanilla transformers + PEFT + bitsandbytes, side by side: SFT and GRPO steps, letter
+    scoring and generation, each backend in its own process with the same settings. Writes bench.json,
+    bench.md (with the contest's runs projected) and bench.png. `bench inference` is the quick in-process
+    table of one backend's inference modes."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import shlex
+
+    import torch
+
+    from .bench import TASKS, run_bench
+    from .outputs import check_writable, empty_folder, exclusive
+
+    chosen = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    if unknown := [t for t in chosen if t not in TASKS]:
+        raise UserError(f"--tasks: unknown {', '.join(unknown)}; choose among {', '.join(TASKS)}")
+    if model in SHAPES and not torch.cuda.is_available():
+        raise UserError(f"--model {model} builds and trains a real-sized model, which needs a CUDA GPU; without one, "
+                        "use --model tiny")
+    with user_errors():
+        check_writable(out, folder=True)
+        with exclusive(out):
+            empty_folder(out, overwrite)
+            result = run_bench(model, out, chosen, seq_len, batch_size, steps, quick, load_in_4bit, sft_questions,
+                               command=shlex.join(["mcq-unsloth", *sys.argv[1:]]))
+    click.echo(Path(out, "bench.md").read_text(encoding="utf-8"))
+    failed = [f"{r['task']}/{r['backend']}" for r in result["rows"] if "error" in r]
+    if failed:
+        raise UserError(f"{len(failed)} job(s) failed ({', '.join(failed)}); bench.md says why")
 
 
 @bench.command("inference")

@@ -67,7 +67,7 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         model=loaded.model,
         reward_funcs=[REWARDS[name] for name in names],
         args=args,
-        train_dataset=_prompts(train_questions, config),
+        train_dataset=prompt_dataset(train_questions, config),
         processing_class=loaded.tokenizer,
         callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
     )
@@ -86,7 +86,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-def _prompts(questions: list[Question], config: Config):
+def prompt_dataset(questions: list[Question], config: Config):
+    """GRPO's dataset: each question's chat prompt, with its answer and options for the reward functions."""
     from datasets import Dataset
 
     return Dataset.from_list([{"id": q.id, "prompt": build_messages(q, config.prompt), "answer": q.answer,

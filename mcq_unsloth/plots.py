@@ -38,11 +38,7 @@ def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[st
         if len(lines) > 1:
             axis.legend(fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    with replacing(path, "wb") as out:
-        figure.savefig(out, format="png", dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str) -> Path:
@@ -67,6 +63,38 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
             axis.text(j, i, count, ha="center", va="center", color="white" if count > peak / 2 else "black")
     figure.colorbar(image, ax=axis, fraction=0.046)
     axis.set_title(title, fontsize=9)
+    return _save(figure, path)
+
+
+def plot_bench(rows: list[dict], path: Path, title: str) -> Path:
+    """Bars per task: speed (samples/s) on top, peak memory below, one bar per backend and variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in rows if "error" not in row]
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    figure, axes = plt.subplots(2, max(len(tasks), 1), figsize=(3.4 * max(len(tasks), 1), 5.4), squeeze=False)
+    colors = {"unsloth": "tab:green", "hf": "tab:blue"}
+    for column, task in enumerate(tasks):
+        mine = [row for row in rows if row["task"] == task]
+        labels = [f"{row['backend']}\n{row.get('variant', '')[:22]}" for row in mine]
+        for line, (key, unit) in enumerate([("samples_per_s", "samples/s"), ("peak_mem_mb", "peak memory (MB)")]):
+            axis = axes[line][column]
+            axis.bar(range(len(mine)), [row[key] for row in mine], color=[colors[row["backend"]] for row in mine])
+            axis.set_xticks(range(len(mine)), labels, fontsize=6)
+            axis.set_ylabel(unit, fontsize=8)
+            if line == 0:
+                axis.set_title(task)
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def _save(figure, path: Path) -> Path:
+    """Lay the figure out, write it as PNG (replacing ``path`` whole) and free it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     with replacing(path, "wb") as out:
         figure.savefig(out, format="png", dpi=110)

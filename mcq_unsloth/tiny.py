@@ -55,14 +55,21 @@ SHAPES = {
 }
 
 
-def build_shaped_model(out: str | Path, shape: str, seed: int = 0) -> Path:
+# Qwen2.5-7B's and -14B's embedding rows: the output layer and the loss over them are a large share of the cost.
+QWEN25_VOCABULARY = 152064
+
+
+def build_shaped_model(out: str | Path, shape: str, seed: int = 0, real_vocabulary: bool = False) -> Path:
     """Write a random Qwen2 model with the layers of ``shape`` (a key of :data:`SHAPES`) in bfloat16, and the
-    tiny tokenizer, to ``out``. The weights are made on the GPU when there is one (seconds for a 7B)."""
+    tiny tokenizer, to ``out``; with ``real_vocabulary``, the real model's number of embedding rows too (the
+    tokenizer still uses the first thousand). The weights are made on the GPU when there is one (seconds for a
+    7B)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = build_tokenizer()
-    config = _config(Qwen2Config, tokenizer, max_position_embeddings=32768, **SHAPES[shape])
+    vocabulary = {"vocab_size": QWEN25_VOCABULARY} if real_vocabulary else {}
+    config = _config(Qwen2Config, tokenizer, max_position_embeddings=32768, **SHAPES[shape], **vocabulary)
     torch.manual_seed(seed)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = Qwen2ForCausalLM._from_config(config, dtype=torch.bfloat16)
@@ -76,11 +83,11 @@ def build_shaped_model(out: str | Path, shape: str, seed: int = 0) -> Path:
 def _config(config_class, tokenizer, **dimensions):
     """A model config for ``tokenizer``: its vocabulary and special tokens, untied input and output
     embeddings (a tiny model trains them apart, see the smoke recipe)."""
-    return config_class(
-        vocab_size=len(tokenizer), tie_word_embeddings=False, bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"), **dimensions,
-    )
+    return config_class(**{
+        "vocab_size": len(tokenizer), "tie_word_embeddings": False, "bos_token_id": None,
+        "eos_token_id": tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        "pad_token_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"), **dimensions,
+    })
 
 
 def _save(model, tokenizer, out: Path) -> Path:

@@ -11,7 +11,7 @@ from mcq_unsloth.cli import main
 
 COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
             ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"], ["predict"], ["eval"],
-            ["bench"], ["bench", "inference"]]
+            ["bench"], ["bench", "inference"], ["export"], ["verify-gguf"]]
 
 
 def run(*args):

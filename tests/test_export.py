@@ -125,6 +125,10 @@ def test_merged_equals_the_adapter(tmp_path, backend, run_recipe, four_bit):
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
     bf16 = last_json(run("export", tmp_path / "run", "--format", "merged", "--out", tmp_path / "bf16"))
     assert bf16["dtype"] == "bfloat16" and bf16["max_probability_difference"] <= 0.05
+    lora = last_json(run("export", tmp_path / "run", "--format", "lora", "--checkpoint", 4, "--out", tmp_path / "ck"))
+    assert lora["source"].endswith("checkpoint-4") and "adapter_model.safetensors" in lora["files"]
+    missing = run("export", tmp_path / "run", "--format", "lora", "--checkpoint", 9, "--out", tmp_path / "ck9")
+    assert missing.exit_code == 2 and "has no checkpoints/checkpoint-9" in missing.stderr
 
 
 def test_a_trained_head_on_tied_embeddings_is_untied(tmp_path, tiny_model_dir):
