@@ -79,11 +79,14 @@ def plot_bench(rows: list[dict], path: Path, title: str) -> Path:
     colors = {"unsloth": "tab:green", "hf": "tab:blue"}
     for column, task in enumerate(tasks):
         mine = [row for row in rows if row["task"] == task]
-        labels = [f"{row['backend']}\n{row.get('variant', '')[:22]}" for row in mine]
+        labels = [row["backend"] + ("\none at a time" if row.get("variant", "").startswith("one") else "")
+                  for row in mine]
         for line, (key, unit) in enumerate([("samples_per_s", "samples/s"), ("peak_mem_mb", "peak memory (MB)")]):
             axis = axes[line][column]
-            axis.bar(range(len(mine)), [row[key] for row in mine], color=[colors[row["backend"]] for row in mine])
-            axis.set_xticks(range(len(mine)), labels, fontsize=6)
+            bars = axis.bar(range(len(mine)), [row[key] for row in mine],
+                            color=[colors[row["backend"]] for row in mine])
+            axis.bar_label(bars, fmt="%.4g", fontsize=7)  # the one-at-a-time bars are too short to read
+            axis.set_xticks(range(len(mine)), labels, fontsize=7)
             axis.set_ylabel(unit, fontsize=8)
             if line == 0:
                 axis.set_title(task)
