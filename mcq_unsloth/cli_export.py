@@ -35,7 +35,7 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 
     Ends with one JSON line: what was written, the merge check's largest probability difference, and with
     --verify each file's agreement with the merged model."""
-    from .export.run import run_export
+    from .export.run import resolve_source, run_export
     from .outputs import check_writable, empty_folder, exclusive
 
     if quants and fmt != "gguf":
@@ -44,6 +44,7 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
         raise UserError("--verify checks GGUF files; for --format merged the merge is always checked")
     out = Path(out)
     with user_errors():
+        resolve_source(source, checkpoint)  # a wrong SOURCE stops before --out is touched
         check_writable(out, folder=True)
         with exclusive(out):
             empty_folder(out, overwrite)

@@ -29,7 +29,11 @@ def verify_gguf(path: str | Path, reference: str | Path, questions: list[Questio
     from ..inference import score_questions
     from ..models import load_model
     from ..prompts import render_prompt
+    from .llamacpp import llama_cpp
 
+    llama_cpp("checking a GGUF file")
+    if not Path(path).is_file():
+        raise ExportError(f"{path}: no such GGUF file")
     hf = load_model(str(reference), backend="hf", dtype="float32")
     expected = score_questions(hf.model, hf.tokenizer, questions, prompt)
     same_tokens = agree = near_ties = agree_beyond = 0
