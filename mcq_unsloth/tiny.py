@@ -3,9 +3,10 @@ speed and memory benchmarks.
 
 A tiny model is a normal Hugging Face folder: a few-layer Qwen2 or Llama with hidden size 64 and a byte-level
 BPE tokenizer trained on our own Chinese and English text (so every character can be written, and frequent
-ones are single tokens), with a ChatML chat template like Qwen's. A shaped model has the layers of a real
-model (:data:`SHAPES`) with random weights and the same small tokenizer: its speed and memory are the real
-model's (bar the smaller vocabulary), its answers are noise.
+ones are single tokens) that splits text before BPE as Qwen2's does (so llama.cpp tokenizes a GGUF export of
+it identically), with a ChatML chat template like Qwen's. A shaped model has the layers of a real model
+(:data:`SHAPES`) with random weights and the same small tokenizer: its speed and memory are the real model's
+(with ``real_vocabulary``, its output layer's too), its answers are noise.
 """
 
 from __future__ import annotations
