@@ -4,6 +4,7 @@ files for llama.cpp and Ollama."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import click
@@ -48,8 +49,12 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
         check_writable(out, folder=True)
         with exclusive(out):
             empty_folder(out, overwrite)
-            result = run_export(source, fmt, out, quants=quants or ("f16",), base=base, checkpoint=checkpoint,
-                                dtype=dtype, verify=verify)
+            try:
+                result = run_export(source, fmt, out, quants=quants or ("f16",), base=base, checkpoint=checkpoint,
+                                    dtype=dtype, verify=verify)
+            except BaseException:
+                shutil.rmtree(out, ignore_errors=True)  # ours, emptied or made above: no half export is left
+                raise
     click.echo(json.dumps(result, ensure_ascii=False))
 
 

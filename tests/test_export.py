@@ -107,6 +107,7 @@ def test_an_unknown_pre_tokenizer_is_refused(tmp_path, tiny_model_dir):
     assert not (tmp_path / "m.gguf").exists()
     result = run("export", folder, "--format", "gguf", "--out", tmp_path / "out")
     assert result.exit_code == 2 and "Error: the tokenizer's pre-tokenizer" in result.stderr
+    assert not (tmp_path / "out").exists()  # no half export left behind
 
 
 @pytest.mark.slow
