@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -136,6 +137,22 @@ def _load_gguf(path: str):
     return Loaded(model, GgufTokenizer(model), "llama.cpp"), f"{kind} (the GGUF file's)", trained
 
 
+@contextlib.contextmanager
+def _answering(data_file: str, answers: Path):
+    """Around answering a file: questions too long for the model are named with the file, and Ctrl-C says where
+    the answers so far are and how to finish."""
+    from .inference import LongQuestions
+
+    try:
+        yield
+    except LongQuestions as error:
+        raise UserError(f"{data_file}: {error}") from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; {answers} holds the answers so far. Finish with the same command and --resume.",
+                   err=True)
+        sys.exit(130)
+
+
 def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
     if path.exists() and not (resume or overwrite):
         raise UserError(f"{path} exists; pass --resume to finish it or --overwrite to replace it")
@@ -151,7 +168,6 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
             backend, dtype, load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from .outputs import check_writable, exclusive, same_file
-    from .inference import LongQuestions
     from .predict import answered, predict_file
 
     out, raw = Path(out), Path(raw) if raw else None
@@ -168,15 +184,9 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
             if resume:
                 answered(out, settings, questions)  # a partial file from another run stops us before loading
             loaded, prompt, precision = _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template)
-            try:
+            with _answering(data_file, out):
                 result = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, prompt,
                                       resume=resume)
-            except LongQuestions as error:
-                raise UserError(f"{data_file}: {error}") from None
-            except KeyboardInterrupt:
-                click.echo(f"\ninterrupted; {out} holds the answers so far. Finish with the same command and "
-                           f"--resume.", err=True)
-                sys.exit(130)
     click.echo(json.dumps({"out": str(out), **result, "precision": str(precision)}, ensure_ascii=False))
 
 
@@ -190,7 +200,6 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
     matrix, speed) and confusion.png."""
     from .data import DataError
     from .outputs import check_writable, exclusive
-    from .inference import LongQuestions
     from .predict import EVAL_FILES, answered, evaluate_file
 
     out_dir = Path(out_dir)
@@ -208,16 +217,10 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
                 answered(out_dir / "predictions.csv", settings, questions)
             loaded, prompt, precision = _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template)
             out_dir.mkdir(parents=True, exist_ok=True)
-            try:
+            with _answering(data_file, out_dir / "predictions.csv"):
                 result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, prompt,
                                        resume=resume, about={"model": model_dir, "backend": loaded.backend,
                                                              "precision": str(precision)})
-            except LongQuestions as error:
-                raise UserError(f"{data_file}: {error}") from None
-            except KeyboardInterrupt:
-                click.echo(f"\ninterrupted; {out_dir}/predictions.csv holds the answers so far. Finish with "
-                           f"--resume.", err=True)
-                sys.exit(130)
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
     for key in ("ties", "circular_accuracy", "position_bias"):
         if key in result:

@@ -84,7 +84,8 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
                 _empty_cache()
                 continue
             for prediction, record in results:
-                record.update({"shortened": True} if prediction.id in shortened else {})
+                if prediction.id in shortened:
+                    record["shortened"] = True
                 raw.write(json.dumps(record, ensure_ascii=False) + "\n")
                 ties += count_ties(record)
             raw.flush()

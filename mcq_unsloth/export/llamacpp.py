@@ -58,14 +58,13 @@ class GgufModel:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
     def letter_ids(self, letters: str) -> dict[str, int]:
-        ids = {}
-        for letter in letters:
-            tokens = self.llm.tokenize(letter.encode(), add_bos=False, special=False)
-            if len(tokens) != 1:
-                raise ExportError(f"{self.path}: llama.cpp writes {letter!r} as {len(tokens)} tokens; letter scoring "
-                                  f"needs one")
-            ids[letter] = tokens[0]
-        return ids
+        """The token id of each bare letter in llama.cpp's vocabulary."""
+        from ..inference import letter_token_ids
+
+        try:
+            return letter_token_ids(GgufTokenizer(self), letters)
+        except ValueError as error:
+            raise ExportError(f"{self.path}: {error}") from None
 
     def next_logits(self, token_ids: list[int]):
         """The logits (float32 numpy, whole vocabulary) of the token after ``token_ids``."""
@@ -93,26 +92,28 @@ class GgufModel:
 
     def score(self, questions, prompt=None) -> list:
         """Letter scoring as :func:`mcq_unsloth.inference.score_questions` does it, one prompt at a time (each
-        reusing the start it shares with the previous one): the softmax over each question's option letters at
-        the answer position, exact ties drawn with the question's id."""
-        import numpy as np
-
-        from ..inference import Scored, break_tie
+        reusing the start it shares with the previous one)."""
         from ..prompts import render_prompt
 
         tokenizer = GgufTokenizer(self)
         letter_ids = self.letter_ids("".join(sorted({x for q in questions for x in q.options})))
-        results = []
-        for question in questions:
-            letters = list(question.options)
-            logits = self.next_logits(self.token_ids(render_prompt(tokenizer, question, prompt)))
-            chosen = logits[[letter_ids[x] for x in letters]].astype("float64")
-            probabilities = np.exp(chosen - chosen.max())
-            probabilities /= probabilities.sum()
-            tied = [x for x, value in zip(letters, chosen) if value == chosen.max()]
-            results.append(Scored(question.id, break_tie(question.id, tied),
-                                  dict(zip(letters, probabilities.tolist())), tied if len(tied) > 1 else []))
-        return results
+        return [self.score_tokens(question, self.token_ids(render_prompt(tokenizer, question, prompt)), letter_ids)
+                for question in questions]
+
+    def score_tokens(self, question, token_ids: list[int], letter_ids: dict[str, int]):
+        """The :class:`~mcq_unsloth.inference.Scored` answer to ``question`` after the prompt ``token_ids``: the
+        softmax over its option letters at the answer position, exact ties drawn with the question's id."""
+        import numpy as np
+
+        from ..inference import Scored, break_tie
+
+        letters = list(question.options)
+        chosen = self.next_logits(token_ids)[[letter_ids[x] for x in letters]].astype("float64")
+        probabilities = np.exp(chosen - chosen.max())
+        probabilities /= probabilities.sum()
+        tied = [x for x, value in zip(letters, chosen) if value == chosen.max()]
+        return Scored(question.id, break_tie(question.id, tied), dict(zip(letters, probabilities.tolist())),
+                      tied if len(tied) > 1 else [])
 
     def generate(self, questions, prompt=None, max_new_tokens: int = 8) -> list:
         """Greedy replies and the letters extracted from them, as
@@ -156,6 +157,9 @@ class GgufTokenizer:
 
     def __call__(self, texts, add_special_tokens=False, verbose=False):
         return {"input_ids": [self._model.token_ids(text) for text in texts]}
+
+    def encode(self, text, add_special_tokens=False):
+        return self._model.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=False)
 
 
 def trained_context(path: str | Path) -> int:

@@ -23,7 +23,6 @@ def verify_gguf(path: str | Path, reference: str | Path, questions: list[Questio
                 progress: bool = True) -> dict:
     """Compare the GGUF file ``path`` in llama.cpp with the Hugging Face model folder ``reference`` on
     ``questions``; returns counts and the largest difference of letter probabilities."""
-    import numpy as np
     from tqdm.auto import tqdm
 
     from ..inference import score_questions
@@ -45,18 +44,16 @@ def verify_gguf(path: str | Path, reference: str | Path, questions: list[Questio
             text = render_prompt(hf.tokenizer, question, prompt)
             ids = gguf_model.token_ids(text)
             same_tokens += ids == hf.tokenizer(text, add_special_tokens=False)["input_ids"]
-            letters = list(question.options)
-            logits = gguf_model.next_logits(ids)[[letter_ids[x] for x in letters]].astype("float64")
-            probabilities = np.exp(logits - logits.max())
-            probabilities /= probabilities.sum()
-            agrees = letters[int(probabilities.argmax())] == reference_scored.prediction
+            answered = gguf_model.score_tokens(question, ids, letter_ids)
+            agrees = answered.prediction == reference_scored.prediction
             agree += agrees
             top_two = sorted(reference_scored.probabilities.values(), reverse=True)[:2]
             if len(top_two) == 2 and top_two[0] - top_two[1] <= NEAR:
                 near_ties += 1
             else:
                 agree_beyond += agrees
-            largest = max(largest, *(abs(p - reference_scored.probabilities[x]) for x, p in zip(letters, probabilities)))
+            largest = max(largest, *(abs(p - reference_scored.probabilities[x])
+                                     for x, p in answered.probabilities.items()))
     n = len(questions)
     return {"file": str(path), "questions": n, "tokenization_identical": same_tokens, "agreement": round(agree / n, 4),
             "near_ties": near_ties, "agreement_beyond_near_ties": f"{agree_beyond}/{n - near_ties}",
