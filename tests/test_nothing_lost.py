@@ -28,6 +28,7 @@ from mcq_unsloth import Question
 from mcq_unsloth.cli import main
 from mcq_unsloth.cli_errors import user_error_types
 from mcq_unsloth.data import write_questions
+from mcq_unsloth.recipes import shipped_recipes
 from mcq_unsloth.runs import latest_checkpoint, resume_checkpoint
 from mcq_unsloth.synth import synth_questions
 
@@ -177,6 +178,8 @@ def read_only():
     locked = scratch / "locked"
     locked.mkdir()
     write_questions(synth_questions(4, seed=3), scratch / "q.csv")
+    # Inputs the unprivileged user can read wherever the checkout is (a clone in a private folder too).
+    shutil.copyfile(shipped_recipes()["smoke"], scratch / "smoke.yaml")
     locked.chmod(0o555)
     yield locked
     locked.chmod(0o755)
@@ -202,10 +205,10 @@ COMMANDS = {
     "predict --raw": lambda ro, model: ["predict", "--model", model, "--data", ro.parent / "q.csv", "--out",
                                         ro.parent / "a.csv", "--raw", ro / "a.jsonl"],
     "eval": lambda ro, model: ["eval", "--model", model, "--data", ro.parent / "q.csv", "--out-dir", ro / "eval"],
-    "recipe": lambda ro, model: ["recipe", "smoke", "--out", ro / "run"],
+    "recipe": lambda ro, model: ["recipe", ro.parent / "smoke.yaml", "--out", ro / "run"],
     "data synth": lambda ro, model: ["data", "synth", ro / "new" / "q.csv"],
     "tiny": lambda ro, model: ["tiny", ro / "tiny"],
-    "recipe cp": lambda ro, model: ["recipe", "cp", "smoke", ro / "mine.yaml"],
+    "recipe cp": lambda ro, model: ["recipe", "cp", ro.parent / "smoke.yaml", ro / "mine.yaml"],
     "smollm2": lambda ro, model: ["smollm2", ro / "smollm2"],
     "demo": lambda ro, model: ["demo", "--out", ro / "demo"],
 }
@@ -217,7 +220,7 @@ def test_an_unwritable_output_is_one_line_before_any_work(read_only, tiny_model_
         result = run(*COMMANDS[command](read_only, tiny_model_dir))
     line = error_line(result)
     assert line.startswith("Error: cannot write") and "permission denied" in line and str(read_only) in line
-    assert os.listdir(read_only) == [] and sorted(os.listdir(read_only.parent)) == ["locked", "q.csv"]
+    assert os.listdir(read_only) == [] and sorted(os.listdir(read_only.parent)) == ["locked", "q.csv", "smoke.yaml"]
 
 
 def test_a_full_disk_is_one_line(tmp_path, tiny_model_dir, questions_csv, monkeypatch):
