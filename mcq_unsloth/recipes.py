@@ -23,10 +23,14 @@ def shipped_recipes() -> dict[str, Path]:
 
 def find_recipe(name: str) -> Path:
     """The recipe file for a name or path. Raises :class:`RecipeNotFound` naming the closest recipe."""
-    candidates = [Path(name), Path("recipes") / f"{name}.yaml", shipped_dir("recipes") / f"{name}.yaml"]
-    for path in candidates:
-        if path.is_file():
-            return path
+    # In order, each looked at only when the one before is missing: a path given needs no look into the package.
+    path = Path(name)
+    if not path.is_file():
+        path = Path("recipes") / f"{name}.yaml"
+    if not path.is_file():
+        path = shipped_dir("recipes") / f"{name}.yaml"
+    if path.is_file():
+        return path
     known = sorted(shipped_recipes())
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
