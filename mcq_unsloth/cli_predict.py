@@ -84,7 +84,7 @@ def _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template):
     from .prompts import PromptConfig
     from .runs import training_record
 
-    if model_dir.endswith(".gguf") and Path(model_dir).is_file():
+    if model_dir.endswith(".gguf"):
         loaded, precision, trained = _load_gguf(model_dir)
     else:
         trained = training_record(model_dir)

@@ -28,7 +28,10 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     recipe = find_recipe("smoke")
     config = load_config(recipe)
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth before transformers
+    from .export.llamacpp import llama_cpp
     from .sft import train_sft
+
+    llama_cpp("the demo's GGUF step")  # installed and able to run on this CPU, checked before training
 
     run_dir = empty_folder(out, overwrite, fix="pass --overwrite to replace it, or --out for another folder")
     record_run(run_dir, config, str(recipe))

@@ -12,14 +12,18 @@ import logging
 import os
 from pathlib import Path
 
+from .gguf_check import check_gguf
 from .gguf_file import ExportError
+from .llamacpp_check import check_llama_cpp
 
 MISSING = ("llama-cpp-python is not installed: {what} needs it. `make install` builds it (about 5-10 minutes the "
            "first time; see the README for the build flags), or pip install llama-cpp-python")
 
 
 def llama_cpp(what: str):
-    """The ``llama_cpp`` module; raises :class:`ExportError` saying what needs it when it is not installed."""
+    """The ``llama_cpp`` module, once this machine is known to run it (:func:`check_llama_cpp`, before our process
+    loads the library); raises :class:`ExportError` saying what needs it when it is not installed."""
+    check_llama_cpp()
     try:
         import llama_cpp as module
     except ImportError:
@@ -33,9 +37,8 @@ class GgufModel:
     """A GGUF model in llama.cpp. Consecutive prompts that share a start reuse its keys and values."""
 
     def __init__(self, path: str | Path, context: int = 4096):
+        check_gguf(path)  # llama.cpp would fail on a file that is not GGUF, or cut short, without saying so
         module = llama_cpp("running a GGUF file")
-        if not Path(path).is_file():
-            raise ExportError(f"{path}: no such GGUF file")
         self._module = module
         self.path = Path(path)
         self.context = min(context, trained_context(path))

@@ -71,6 +71,16 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
     return result
 
 
+def needs_llama_cpp(fmt: str, quants: tuple[str, ...], verify: bool) -> None:
+    """Stop at once when the export asks for llama.cpp (``verify``, a K-quant) and it is missing or cannot run on
+    this machine: before the slow merge, and before the output folder is touched."""
+    from .llamacpp import llama_cpp
+
+    kquants = [q for q in quants if q in LLAMA_CPP_QUANTS]
+    if fmt == "gguf" and (verify or kquants):
+        llama_cpp("--verify" if verify else f"--quant {kquants[0]}")
+
+
 def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Path | None, Path | None]:
     """(adapter folder, model folder, run folder) for an export source; exactly one of the first two is set."""
     from ..runs import checkpoint_problem

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import Question
+from .gguf_check import check_gguf
 from .gguf_file import ExportError
 from .llamacpp import GgufModel
 
@@ -30,9 +31,8 @@ def verify_gguf(path: str | Path, reference: str | Path, questions: list[Questio
     from ..prompts import render_prompt
     from .llamacpp import llama_cpp
 
+    check_gguf(path)  # before the reference model loads: a bad file stops at once
     llama_cpp("checking a GGUF file")
-    if not Path(path).is_file():
-        raise ExportError(f"{path}: no such GGUF file")
     hf = load_model(str(reference), backend="hf", dtype="float32")
     expected = score_questions(hf.model, hf.tokenizer, questions, prompt)
     same_tokens = agree = near_ties = agree_beyond = 0
