@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
-from .cli_errors import UserError, user_error_types, user_errors
+from .cli_errors import UserError, libraries_on_stderr, machine_errno, user_error_types, user_errors
 from .cli_export import export, verify_gguf_command
 from .cli_predict import bench, eval_command, predict
+from .synth import KINDS, LEARNABLE_KINDS
 from .tiny import SHAPES
 
 
@@ -61,8 +62,9 @@ def data_check(file, as_json):
 @click.option("--n", "count", type=click.IntRange(min=1), default=400, show_default=True,
               help="Number of questions.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--kinds", default=None, help="Comma-separated kinds (match,lookup,arith,compare,count); "
-                                            "default all.")
+@click.option("--kinds", default=",".join(LEARNABLE_KINDS), show_default=True,
+              help=f"Comma-separated kinds among {','.join(KINDS)}. The default ones keep their options in a "
+                   f"fixed order, so the question alone decides the letter (what a tiny model learns on a CPU).")
 @click.option("--held-out", is_flag=True, help="Use the phrasings and characters that training questions never use.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def data_synth(out, count, seed, kinds, held_out, overwrite):
@@ -73,7 +75,7 @@ def data_synth(out, count, seed, kinds, held_out, overwrite):
 
     if Path(out).exists() and not overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    with user_errors():
+    with user_errors(out):
         check_writable(out)
         try:
             questions = synth_questions(count, seed, kinds.split(",") if kinds else None, held_out)
@@ -139,7 +141,7 @@ def recipe_cp(name, dest, overwrite):
     """Copy recipe NAME to DEST to edit it."""
     from .recipes import copy_recipe
 
-    with user_errors():
+    with user_errors(dest):
         click.echo(f"copied to {copy_recipe(name, dest, overwrite)}")
 
 
@@ -158,10 +160,10 @@ def recipe_run(name, overrides, out, resume, overwrite):
     from .recipes import find_recipe
     from .runs import latest_checkpoint, prepare_run_dir, record_run
 
-    with user_errors():
+    run_dir = Path(out or Path("runs") / Path(name).stem)
+    with user_errors(run_dir), libraries_on_stderr():
         path = find_recipe(name)
         config = load_config(path, list(overrides))
-        run_dir = Path(out or Path("runs") / path.stem)
         check_writable(run_dir, folder=True)
         with exclusive(run_dir):
             prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
@@ -170,11 +172,6 @@ def recipe_run(name, overrides, out, resume, overwrite):
             start = time.perf_counter()
             try:
                 result = _run_task(config, run_dir, resume)
-            except user_error_types() if not resume else ():
-                # A run that stopped on bad input before its first checkpoint leaves no folder to --overwrite.
-                if latest_checkpoint(run_dir / "checkpoints") is None:
-                    shutil.rmtree(run_dir)
-                raise
             except KeyboardInterrupt:
                 last = latest_checkpoint(run_dir / "checkpoints")
                 click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
@@ -189,6 +186,13 @@ def recipe_run(name, overrides, out, resume, overwrite):
                     f"train.gradient_accumulation_steps to keep the batch), model.max_seq_length"
                     + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
                     + ", then continue with --resume") from None
+            except Exception as error:
+                # A run that stopped on bad input or a machine's condition (a full disk) before its first
+                # checkpoint leaves no folder to --overwrite.
+                ours = isinstance(error, user_error_types()) or machine_errno(error, (run_dir,)) is not None
+                if ours and not resume and latest_checkpoint(run_dir / "checkpoints") is None:
+                    shutil.rmtree(run_dir)
+                raise
     result["seconds"] = round(time.perf_counter() - start, 1)
     click.echo(json.dumps(result, ensure_ascii=False))
 
@@ -230,15 +234,15 @@ def tiny(out, arch, layers, hidden, shape, seed, overwrite):
         if not torch.cuda.is_available():
             raise UserError(f"--shape {shape} writes a real-sized model (15-30 GB) made on a CUDA GPU, and there is "
                             f"none; build it on the GPU machine, or leave --shape out for a tiny model")
-    with user_errors():
+    with user_errors(out), libraries_on_stderr():
         check_writable(out, folder=True)
         empty_folder(out, overwrite)
         if shape:
             build_shaped_model(out, shape, seed=seed)
-            click.echo(f"wrote a random {shape}-shaped model to {out}")
-            return
-        build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
-    click.echo(f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
+        else:
+            build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
+    click.echo(f"wrote a random {shape}-shaped model to {out}" if shape else
+               f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
 
 
 @main.command()
@@ -252,7 +256,7 @@ def smollm2(out, overwrite):
 
     if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
         raise UserError(f"{out} already holds files; pass --overwrite to replace it, or choose another folder")
-    with user_errors():
+    with user_errors(out), libraries_on_stderr():
         check_writable(out, folder=True)
         write_smollm2(out)
     click.echo(f"wrote SmolLM2-135M-Instruct (float32) to {out}")
@@ -269,7 +273,7 @@ def demo(out, overwrite):
     from .demo import run_demo
     from .outputs import check_writable
 
-    with user_errors():
+    with user_errors(out), libraries_on_stderr():
         check_writable(out, folder=True)
         result = run_demo(Path(out), overwrite)
     click.echo(json.dumps(result, ensure_ascii=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .cli_errors import UserError, user_errors
+from .cli_errors import UserError, libraries_on_stderr, user_errors
 from .export.run import QUANTS
 
 
@@ -36,16 +36,17 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 
     Ends with one JSON line: what was written, the merge check's largest probability difference, and with
     --verify each file's agreement with the merged model."""
-    from .export.run import needs_llama_cpp, resolve_source, run_export
-    from .outputs import check_writable, empty_folder, exclusive
+    from .export.run import needs_llama_cpp, run_export, source_folders
+    from .outputs import check_writable, empty_folder, exclusive, refuse_overlap
 
     if quants and fmt != "gguf":
         raise UserError("--quant is for --format gguf")
     if verify and fmt != "gguf":
         raise UserError("--verify checks GGUF files; for --format merged the merge is always checked")
     out = Path(out)
-    with user_errors():
-        resolve_source(source, checkpoint)  # a wrong SOURCE stops before --out is touched
+    with user_errors(out), libraries_on_stderr():
+        # A wrong SOURCE, or an --out that emptying would destroy it with, stops before --out is touched.
+        refuse_overlap(out, source_folders(source, checkpoint, base), "the export's source")
         needs_llama_cpp(fmt, quants, verify)  # so does a llama.cpp that is missing or cannot run here
         check_writable(out, folder=True)
         with exclusive(out):
@@ -73,7 +74,7 @@ def verify_gguf_command(file, reference, data_file, count):
     from .export.verify import verify_gguf
     from .splits import load_source
 
-    with user_errors():
+    with user_errors(), libraries_on_stderr():
         questions = load_source(data_file)[:count]
         result = verify_gguf(file, reference, questions)
     click.echo(json.dumps(result, ensure_ascii=False))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from .cli_errors import UserError, user_errors
+from .cli_errors import UserError, libraries_on_stderr, user_errors
 from .precision import DTYPES
 from .tiny import SHAPES
 
@@ -79,21 +80,49 @@ def _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circula
     return settings, load_source(data_file)
 
 
-def _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template):
-    """Load the model in its inference precision and pick the prompt, saying on stderr which of each."""
+def _plan(model_dir, base, dtype, load_in_4bit, template) -> dict:
+    """What will answer and how it is asked, decided before anything loads (a bad GGUF file stops here): the
+    training record (an adapter's, or the one inside a GGUF file), the precision, the prompt, and what a resumed
+    output must have been produced by (``produced_by``)."""
+    from dataclasses import asdict
+
+    from .precision import inference_precision
     from .prompts import PromptConfig
     from .runs import training_record
 
     if model_dir.endswith(".gguf"):
-        loaded, precision, trained = _load_gguf(model_dir)
+        from .export.llamacpp import gguf_facts
+
+        kind, trained = gguf_facts(model_dir)
+        precision, weights = f"{kind} (the GGUF file's)", kind
     else:
         trained = training_record(model_dir)
-        loaded, precision = _load(model_dir, backend, dtype, load_in_4bit, trained, base=base)
+        precision = inference_precision(dtype, load_in_4bit, trained)
+        weights = precision.weights
     prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
+    produced_by = {"model": _identity(model_dir), **({"base": _identity(base)} if base else {}),
+                   "precision": weights, "prompt": asdict(prompt)}
+    return {"trained": trained, "precision": precision, "prompt": prompt, "produced_by": produced_by,
+            "template_given": bool(template)}
+
+
+def _identity(model: str) -> str:
+    """A model as the record names it: a local path made absolute (the same model however it was written), a
+    Hub id as it is."""
+    return str(Path(model).resolve()) if Path(model).exists() else model
+
+
+def _load_planned(model_dir, base, backend, plan):
+    """Load the model as :func:`_plan` decided, saying on stderr which prompt it is asked with."""
+    prompt = plan["prompt"]
+    if model_dir.endswith(".gguf"):
+        loaded = _load_gguf(model_dir, plan["produced_by"]["precision"])
+    else:
+        loaded = _load_precision(model_dir, backend, plan["precision"], base=base)
     own_texts = " with the adapter's own texts" if prompt.system is not None or prompt.user is not None else ""
-    source = " (the adapter's training record)" if trained and not template else ""
+    source = " (the adapter's training record)" if plan["trained"] and not plan["template_given"] else ""
     click.echo(f"prompt: template {prompt.template}{own_texts}{source}", err=True)
-    return loaded, prompt, precision
+    return loaded
 
 
 def _refuse_overwriting_input(data_file: str, outputs: list[Path]) -> None:
@@ -108,10 +137,15 @@ def _refuse_overwriting_input(data_file: str, outputs: list[Path]) -> None:
 def _load(model_dir, backend, dtype, load_in_4bit, trained=None, base=None):
     """Load a model for inference in the precision :func:`mcq_unsloth.precision.inference_precision` picks,
     saying which on stderr."""
-    from .models import load_model, out_of_memory_errors
     from .precision import inference_precision
 
     precision = inference_precision(dtype, load_in_4bit, trained)
+    return _load_precision(model_dir, backend, precision, base), precision
+
+
+def _load_precision(model_dir, backend, precision, base=None):
+    from .models import load_model, out_of_memory_errors
+
     try:
         loaded = load_model(model_dir, backend=backend, dtype=precision.dtype, load_in_4bit=precision.load_in_4bit,
                             base=base)
@@ -119,22 +153,17 @@ def _load(model_dir, backend, dtype, load_in_4bit, trained=None, base=None):
         raise UserError(f"out of GPU memory loading {model_dir} in {precision}; load it in 4-bit (--4bit) or "
                         f"use a larger GPU") from None
     click.echo(f"model: {model_dir}, backend {loaded.backend}, precision {precision}", err=True)
-    return loaded, precision
+    return loaded
 
 
-def _load_gguf(path: str):
-    """A GGUF file in llama.cpp, its quantization, and the training record our export put in it (its prompt)."""
-    import gguf
-
+def _load_gguf(path: str, weights: str):
+    """A GGUF file in llama.cpp, with the tokenizer view prompts are rendered with."""
     from .export.llamacpp import GgufModel, GgufTokenizer
     from .models import Loaded
 
     model = GgufModel(path)
-    metadata = model.llm.metadata
-    kind = gguf.LlamaFileType(int(metadata.get("general.file_type", 0))).name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
-    trained = json.loads(metadata["mcq_unsloth.training_record"]) if "mcq_unsloth.training_record" in metadata else None
-    click.echo(f"model: {path}, llama.cpp, weights {kind}", err=True)
-    return Loaded(model, GgufTokenizer(model), "llama.cpp"), f"{kind} (the GGUF file's)", trained
+    click.echo(f"model: {path}, llama.cpp, weights {weights}", err=True)
+    return Loaded(model, GgufTokenizer(model), "llama.cpp")
 
 
 @contextlib.contextmanager
@@ -175,19 +204,21 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
     if raw and same_file(raw, out):
         raise UserError("--raw and --out name the same file; give --raw a file of its own (e.g. answers.jsonl)")
     _refuse_existing(out, resume, overwrite)
-    with user_errors():
+    with user_errors(*[out] + ([raw] if raw else [])), libraries_on_stderr():
         for path in [out] + ([raw] if raw else []):
             check_writable(path)
         settings, questions = _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long,
                                                       id_column=id_column, answer_column=answer_column, raw=raw)
+        plan = _plan(model_dir, base, dtype, load_in_4bit, template)
+        settings = replace(settings, produced_by=plan["produced_by"])
         with exclusive(out):
             if resume:
                 answered(out, settings, questions)  # a partial file from another run stops us before loading
-            loaded, prompt, precision = _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template)
+            loaded = _load_planned(model_dir, base, backend, plan)
             with _answering(data_file, out):
-                result = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, prompt,
+                result = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, plan["prompt"],
                                       resume=resume)
-    click.echo(json.dumps({"out": str(out), **result, "precision": str(precision)}, ensure_ascii=False))
+    click.echo(json.dumps({"out": str(out), **result, "precision": str(plan["precision"])}, ensure_ascii=False))
 
 
 @click.command("eval")
@@ -205,22 +236,24 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
     out_dir = Path(out_dir)
     _refuse_overwriting_input(data_file, [out_dir / name for name in EVAL_FILES])
     _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
-    with user_errors():
+    with user_errors(out_dir), libraries_on_stderr():
         check_writable(out_dir, folder=True)
         settings, questions = _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long,
                                                       raw=out_dir / "predictions.jsonl")
         if any(q.answer is None for q in questions):
             raise DataError(data_file, "eval needs answers and this file has none", column="answer",
                             fix="add an answer column, or use predict")
+        plan = _plan(model_dir, base, dtype, load_in_4bit, template)
+        settings = replace(settings, produced_by=plan["produced_by"])
         with exclusive(out_dir):
             if resume:
                 answered(out_dir / "predictions.csv", settings, questions)
-            loaded, prompt, precision = _model_and_prompt(model_dir, base, backend, dtype, load_in_4bit, template)
+            loaded = _load_planned(model_dir, base, backend, plan)
             out_dir.mkdir(parents=True, exist_ok=True)
             with _answering(data_file, out_dir / "predictions.csv"):
-                result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, prompt,
+                result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, plan["prompt"],
                                        resume=resume, about={"model": model_dir, "backend": loaded.backend,
-                                                             "precision": str(precision)})
+                                                             "precision": str(plan["precision"])})
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
     for key in ("ties", "circular_accuracy", "position_bias"):
         if key in result:
@@ -274,7 +307,7 @@ def bench(ctx, model, tasks, seq_len, batch_size, steps, quick, load_in_4bit, sf
     if model in SHAPES and not torch.cuda.is_available():
         raise UserError(f"--model {model} builds and trains a real-sized model, which needs a CUDA GPU; without one, "
                         "use --model tiny")
-    with user_errors():
+    with user_errors(out), libraries_on_stderr():
         check_writable(out, folder=True)
         with exclusive(out):
             empty_folder(out, overwrite)
@@ -324,7 +357,7 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
                         "without one, leave --shape out to benchmark the tiny model")
     chosen = resolve_backend(backend)  # before the tiny model is built: Unsloth must precede transformers
     name = f"random {shape}-shaped model" if shape else f"model {model_dir}" if model_dir else "tiny model"
-    with tempfile.TemporaryDirectory() as scratch, user_errors():
+    with tempfile.TemporaryDirectory() as scratch, user_errors(), libraries_on_stderr():
         if shape:
             from .tiny import build_shaped_model
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -81,6 +82,9 @@ class LoraConfig:
         found = []
         if self.r < 1:
             found.append(f"lora.r: must be at least 1, got {self.r}")
+        if self.lora_alpha <= 0:
+            found.append(f"lora.lora_alpha: must be positive (LoRA scales its update by lora_alpha / r), got "
+                         f"{self.lora_alpha}")
         if not 0.0 <= self.lora_dropout < 1.0:
             found.append(f"lora.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
         if not self.target_modules:
@@ -150,6 +154,9 @@ class TrainConfig:
                 found.append(f"train.{name}: must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             found.append(f"train.learning_rate: must be positive, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            found.append(f"train.warmup_steps: must be 0 or more (below 1 a fraction of all steps), got "
+                         f"{self.warmup_steps:g}")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             found.append("train: set num_train_epochs > 0 or max_steps > 0")
         if self.load_best_model_at_end and self.save_steps % self.eval_steps:
@@ -212,6 +219,30 @@ class Config:
                          f"train.per_device_train_batch_size x train.gradient_accumulation_steps = {batch} (TRL "
                          f"generates whole groups per batch); values that work: {', '.join(map(str, working))}")
         return found
+
+
+def check_trainer_names(train: TrainConfig) -> None:
+    """Raise :class:`ConfigError` for a ``train.optim`` or ``train.lr_scheduler_type`` that transformers does not
+    know, naming the nearest ones. It imports transformers: call it once the backend is chosen (Unsloth first).
+
+    >>> check_trainer_names(TrainConfig(optim="adamw_fake"))
+    Traceback (most recent call last):
+    ...
+    mcq_unsloth.config.ConfigError: train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit', 'adamw_torch_fused' or 'adamw_torch'?
+    """
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    problems = []
+    for key, what, names in (("optim", "an optimizer", [o.value for o in OptimizerNames]),
+                             ("lr_scheduler_type", "a learning-rate scheduler", [s.value for s in SchedulerType])):
+        value = getattr(train, key)
+        if value not in names:
+            close = difflib.get_close_matches(value, names, n=3, cutoff=0.4) or names[:3]
+            listed = ", ".join(repr(n) for n in close[:-1]) + f" or {close[-1]!r}" if len(close) > 1 else repr(close[0])
+            problems.append(f"train.{key}: {value!r} is not {what} transformers knows; did you mean {listed}?")
+    if problems:
+        raise ConfigError(problems)
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
@@ -355,14 +386,17 @@ def _convert(value: Any, hint) -> tuple[Any, str | None]:
             return int(value), None
         return None, f"expected a whole number, got {value!r}"
     if hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value), None
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value), None
+                number = float(value)
             except ValueError:
                 pass
-        return None, f"expected a number, got {value!r}"
+        if number is not None and not math.isfinite(number):
+            return None, f"expected a finite number, got {value!r}"  # nan or inf: no setting takes them
+        return (number, None) if number is not None else (None, f"expected a number, got {value!r}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value), None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .config import Config
+from .config import Config, check_trainer_names
 from .data import Question, write_questions
 from .models import ModelLoadError, fast_inference_problem, load_model, model_source, resolve_backend
 from .precision import mixed_precision
@@ -25,6 +25,7 @@ from .splits import load_splits
 def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     """Run GRPO as ``config`` says, writing checkpoints, the adapter and reward curves into ``run_dir``."""
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
+    check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
     from trl import GRPOConfig, GRPOTrainer
 
     from .callbacks import McqAccuracy, TrainingRecord

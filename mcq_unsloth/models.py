@@ -11,6 +11,7 @@ before it touches either.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -158,7 +159,8 @@ def model_source(name: str, run_dir: Path) -> str:
     from .tiny import build_tiny_model
 
     folder = (run_dir / "tiny-base").resolve()  # absolute: the adapter records it as its base
-    if not (folder / "config.json").is_file():
+    if not (folder / "model.safetensors").is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # half written by an earlier version on a full disk
         build_tiny_model(folder, name[5:])
     return str(folder)
 
@@ -195,6 +197,7 @@ def _load_unsloth(source: str, settings: _Settings, vllm_memory: float | None, l
     )
     is_adapter = adapter_base(source) is not None
     if lora is not None and not is_adapter:
+        _check_targets(net, lora.target_modules, source)
         net = FastLanguageModel.get_peft_model(
             net, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
             target_modules=lora.target_modules, bias=lora.bias, use_rslora=lora.use_rslora,
@@ -232,6 +235,7 @@ def _load_hf(source: str, settings: _Settings, local_only: bool) -> Loaded:
     if base is not None:
         net = PeftModel.from_pretrained(net, source, is_trainable=training)
     elif training:
+        _check_targets(net, lora.target_modules, source)
         set_seed(settings.seed)  # LoRA's initial weights, as Unsloth's random_state does
         # As Unsloth does: embed_tokens / lm_head in target_modules are trained in full, not through LoRA.
         full = [m for m in lora.target_modules if m in FULLY_TRAINED]
@@ -243,6 +247,21 @@ def _load_hf(source: str, settings: _Settings, local_only: bool) -> Loaded:
     if not training:
         net.eval()
     return Loaded(net, tokenizer, "hf")
+
+
+def _check_targets(net, targets: list[str], source: str) -> None:
+    """Raise :class:`~mcq_unsloth.config.ConfigError` when ``lora.target_modules`` names a module the model does
+    not have, listing the linear layers it does have (PEFT would stop with a traceback, or train nothing)."""
+    import torch
+
+    from .config import ConfigError
+
+    names = {name.rpartition(".")[2] for name, _ in net.named_modules()}
+    if unknown := [t for t in targets if t not in names]:
+        linear = sorted({name.rpartition(".")[2] for name, module in net.named_modules()
+                         if isinstance(module, torch.nn.Linear)})
+        raise ConfigError([f"lora.target_modules: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a "
+                           f"module of {source}; its linear layers are {', '.join(linear)}"])
 
 
 def _no_cpu_repacking(model) -> None:

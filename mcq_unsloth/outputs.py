@@ -63,6 +63,40 @@ def empty_folder(path: str | Path, overwrite: bool = False, holds: str = "files"
     return path
 
 
+def refuse_overlap(out: str | Path, sources: list[Path], what: str) -> None:
+    """Raise :class:`OutputError` when the output folder ``out`` (which may be emptied before writing) could
+    destroy one of the ``sources`` it is made from: ``out`` is a source, holds one, or lies inside one and holds
+    files already. A new or empty folder inside a source is fine (nothing there is deleted). Links are followed.
+    """
+    target = Path(out).resolve()
+    resolved = [Path(source).resolve() for source in sources]
+    holds_files = target.is_dir() and any(target.iterdir())
+    relations = [("is", lambda s: target == s), ("holds", lambda s: s.is_relative_to(target)),
+                 ("lies inside, and holds files already,", lambda s: holds_files and target.is_relative_to(s))]
+    for relation, applies in relations:  # the closest relation first: --out RUN/adapter *is* the adapter
+        if source := next((s for s in resolved if applies(s)), None):
+            raise OutputError(f"{out} {relation} {what} {source}: writing there could delete it; choose an "
+                              f"output folder outside {source}")
+
+
+@contextlib.contextmanager
+def whole_folder(path: str | Path, replace: bool = False):
+    """Yield a scratch folder beside ``path`` to write a folder's files into; when the block ends without error it
+    takes the place of ``path`` (absent or empty, or with ``replace`` anything, deleted first), and otherwise it
+    is deleted: a crash or a full disk never leaves a half-written model folder behind."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if path.is_dir() and (replace or not any(path.iterdir())):
+            shutil.rmtree(path)
+        partial.rename(path)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def lock_path(path: str | Path) -> Path:
     """The lock file of an output file or folder: beside it, so that deleting or replacing the output leaves the
     lock alone."""

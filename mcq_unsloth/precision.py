@@ -56,9 +56,13 @@ class Precision:
     load_in_4bit: bool
     why: str
 
+    @property
+    def weights(self) -> str:
+        """The precision without the reason: ``float32``, ``4-bit NF4 weights, bfloat16 compute``."""
+        return f"4-bit NF4 weights, {self.dtype} compute" if self.load_in_4bit else self.dtype
+
     def __str__(self) -> str:
-        weights = f"4-bit NF4 weights, {self.dtype} compute" if self.load_in_4bit else self.dtype
-        return f"{weights} ({self.why})"
+        return f"{self.weights} ({self.why})"
 
 
 def inference_precision(dtype: str = "auto", load_in_4bit: bool | None = None, trained: dict | None = None, *,

@@ -36,6 +36,14 @@ class PredictSettings:
     answer_column: str = "answer"
     raw: Path | None = None
     on_long: str = "shorten"
+    produced_by: dict | None = None  # what answers and how it is asked (model, precision, prompt): see record()
+
+    def record(self) -> dict:
+        """What decides the answers, written beside an output and compared when it is resumed: the model, its
+        precision and prompt (``produced_by``), the mode, circular voting and, when generating, the reply length.
+        Batch size, columns and ``on_long`` do not change an answer and are left out."""
+        return {**(self.produced_by or {}), "mode": self.mode, "circular": self.circular,
+                **({"max_new_tokens": self.max_new_tokens} if self.mode == "generate" else {})}
 
 
 @dataclass
@@ -54,6 +62,8 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
     and whole answers (a line cut short is dropped on resume), and every answer has its raw record."""
     from tqdm.auto import tqdm
 
+    from .outputs import write_text
+
     done = answered(out, settings, questions) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
     room = settings.max_new_tokens if settings.mode == "generate" else 0
@@ -68,6 +78,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
                  desc=settings.mode) as bar:
         writer = csv.writer(sink)
         if new_file:
+            write_text(record_path(out), json.dumps(settings.record(), indent=2, ensure_ascii=False) + "\n")
             writer.writerow([settings.id_column, settings.answer_column])
             sink.flush()
         position = ties = 0
@@ -101,28 +112,31 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
 
 
 def answered(out: Path, settings: PredictSettings, questions: list[Question]) -> set[str] | None:
-    """The ids a partial output already answers, for resuming it; None when it has no header yet (absent, or
-    empty after a crash before its first write): it starts afresh.
+    """The ids a partial output already answers, for resuming it; None when it has no answer yet (absent, empty
+    after a crash before its first write, or a header alone): it starts afresh.
 
     A last line cut short by a crash is dropped, and so is an answer whose raw record is missing (it is asked
     again), each file rewritten only then. Raises :class:`~mcq_unsloth.outputs.OutputError` when the file was
-    written with other columns or holds ids that ``questions`` lack: resuming would mix two runs."""
+    written with other columns, with other settings (:meth:`PredictSettings.record`), or holds ids that
+    ``questions`` lack: resuming would mix two runs."""
     from .outputs import OutputError
 
     header = [settings.id_column, settings.answer_column]
-    lines = _whole_lines(out)
-    if not lines:
+    rows = list(csv.reader(io.StringIO(_whole_csv(out), newline="")))
+    if not rows:
         return None
-    found = next(csv.reader(lines[:1]))
+    found, rows = rows[0], rows[1:]
     if found != header:
         raise OutputError(f"{out} has the columns {','.join(found)} and this run writes {','.join(header)}; "
                           f"resume with the --id-column and --answer-column it was written with, or replace it "
                           f"with --overwrite")
-    rows = list(csv.reader(lines[1:]))
+    if not rows:
+        return None  # a header alone: nothing to keep, start afresh (and record the settings)
     known = {q.id for q in questions}
     if stray := next((row[0] for row in rows if row and row[0] not in known), None):
         raise OutputError(f"{out} holds answers to questions that are not in this --data (id {stray!r}); resume "
                           f"with the file it was started on, or replace it with --overwrite")
+    _same_settings(out, settings.record())
     kept = _first_of_each_id(rows)
     if settings.raw is not None:
         records = {json.loads(line)["id"]: line for line in reversed(_whole_lines(settings.raw))}
@@ -131,17 +145,65 @@ def answered(out: Path, settings: PredictSettings, questions: list[Question]) ->
                   f"again", file=sys.stderr)
             kept = [row for row in kept if row[0] in records]
         _rewrite_if_changed(settings.raw, [records[row[0]] for row in kept])
-    _rewrite_if_changed(out, lines[:1] + [_csv_line(row) for row in kept])
+    _rewrite_if_changed(out, [_csv_line(row) for row in [header, *kept]])
     return {row[0] for row in kept}
 
 
+def record_path(out: Path) -> Path:
+    """Where the settings that produced the output ``out`` are recorded: beside it, ``OUT.settings.json``."""
+    return out.with_name(f"{out.name}.settings.json")
+
+
+def _same_settings(out: Path, expected: dict) -> None:
+    """Raise :class:`~mcq_unsloth.outputs.OutputError` unless the answers in ``out`` were produced with the
+    settings ``expected``, naming each difference."""
+    from .outputs import OutputError
+
+    path = record_path(out)
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputError(f"{out} holds answers but {path}, the record of what produced them, is missing: a "
+                          f"resume could mix two runs; replace the file with --overwrite") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise OutputError(f"{path} is not readable JSON: what produced {out} is unknown; replace the file with "
+                          f"--overwrite") from None
+    differences = [f"{key} {recorded.get(key, 'not set')!r}, now {expected.get(key, 'not set')!r}"
+                   for key in dict.fromkeys([*recorded, *expected]) if recorded.get(key) != expected.get(key)]
+    if differences:
+        raise OutputError(f"{out} was written with other settings ({'; '.join(differences)}); resume with the "
+                          f"settings it was written with, or replace it with --overwrite")
+
+
 def _whole_lines(path: Path | None) -> list[str]:
-    """The complete lines of a text file (a last one without its newline was cut short by a crash); none for a
-    file that does not exist."""
+    r"""The complete lines of a JSON-lines file (a last one without its newline was cut short by a crash); none
+    for a file that does not exist. Lines end at ``\n`` only: U+2028, U+0085 and the like are text there."""
     if path is None or not path.exists():
         return []
     text = path.read_bytes().decode("utf-8")
-    return text[: text.rfind("\n") + 1].splitlines(keepends=True)
+    return [line + "\n" for line in text.split("\n")[:-1]]
+
+
+def _whole_csv(path: Path) -> str:
+    r"""A CSV file's text up to its last complete record: a crash may have cut the last one, even inside a
+    quoted field that holds a newline (an id with a line break).
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+    ...     _ = f.write('id,answer\n1,A\n"two\nlines",B\n"cut\n')
+    >>> _whole_csv(Path(f.name))
+    'id,answer\n1,A\n"two\nlines",B\n'
+    """
+    if not path.exists():
+        return ""
+    text = path.read_bytes().decode("utf-8")
+    end, quoted = 0, False
+    for position, character in enumerate(text):
+        if character == '"':
+            quoted = not quoted
+        elif character == "\n" and not quoted:
+            end = position + 1
+    return text[:end]
 
 
 def _first_of_each_id(rows: list[list[str]]) -> list[list[str]]:
@@ -330,7 +392,8 @@ def _empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
-EVAL_FILES = ("predictions.csv", "predictions.jsonl", "metrics.json", "confusion.png")
+EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.jsonl", "metrics.json",
+              "confusion.png")
 
 
 def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,

@@ -76,6 +76,10 @@ def _read_delimited(path: Path) -> tuple[list[str], list[tuple[int, dict[str, An
     except StopIteration:
         raise DataError(path, "the file is empty", fix="add a header row and questions") from None
     header = [name.strip() for name in header]
+    if repeated := [name for name in dict.fromkeys(header) if header.count(name) > 1]:
+        counts = ", ".join(f"{header.count(name)} columns named {name!r}" for name in repeated)
+        raise DataError(path, f"the header has {counts}: which one to read is not clear", column=repeated[0],
+                        fix="rename or remove the repeated column")
     records = []
     try:
         for row_number, cells in enumerate(reader, start=1):
@@ -85,6 +89,11 @@ def _read_delimited(path: Path) -> tuple[list[str], list[tuple[int, dict[str, An
                 raise DataError(
                     path, f"{len(cells)} fields but the header has {len(header)}", row=row_number,
                     fix="quote fields that contain the delimiter (\"a, b\") or check the delimiter")
+            if len(cells) < len(header):
+                raise DataError(
+                    path, f"{len(cells)} fields but the header has {len(header)} (the fields from "
+                          f"{header[len(cells)]!r} on are missing)", row=row_number,
+                    fix="write every field, empty ones as nothing between delimiters (a,,b), or check the delimiter")
             records.append((row_number, dict(zip(header, cells))))
     except csv.Error as error:
         raise DataError(path, f"unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({error})",
@@ -103,7 +112,8 @@ def _read_json(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]
         numbered = list(enumerate(items, start=1))
     else:
         numbered = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
+        # Lines end at \n only (\r\n too): U+2028, U+0085 and the like, which json.dumps writes raw, are text.
+        for line_number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

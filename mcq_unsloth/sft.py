@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import Config
+from .config import Config, check_trainer_names
 from .data import DataError, Question, write_questions
 from .models import load_model, model_source, resolve_backend
 from .precision import mixed_precision
@@ -21,6 +21,7 @@ from .splits import load_splits
 def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     """Run SFT as ``config`` says, writing checkpoints, the adapter and curves into ``run_dir``."""
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
+    check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
     from trl import SFTConfig, SFTTrainer
 
     from .callbacks import McqAccuracy, TrainingRecord

@@ -11,7 +11,6 @@ token while the chat template ends turns with ``<|im_end|>`` (left as it is:
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -36,6 +35,8 @@ def write_smollm2(out: str | Path) -> Path:
 
     from tokenizers import pre_tokenizers
 
+    from .outputs import whole_folder
+
     source, out = gguf_folder(), Path(out)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     # The GGUF names its pre-tokenizer "smollm": digits split one by one, then GPT-2's split, as SmolLM2's own
@@ -50,11 +51,7 @@ def write_smollm2(out: str | Path) -> Path:
     model.hf_quantizer = None
     vars(model.config).pop("quantization_config", None)
     vars(model).pop("is_quantized", None)
-    partial = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted conversion
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    with whole_folder(out, replace=True) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     return out

@@ -92,11 +92,14 @@ def _config(config_class, tokenizer, **dimensions):
 
 
 def _save(model, tokenizer, out: Path) -> Path:
+    """Save the model and tokenizer as the folder ``out`` (absent or empty), which appears only when whole."""
+    from .outputs import whole_folder
+
     model.generation_config.eos_token_id = model.config.eos_token_id
     model.generation_config.pad_token_id = model.config.pad_token_id
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with whole_folder(out) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     return out
 
 

@@ -108,13 +108,14 @@ def test_eval_resumes_empty_and_cut_files(tmp_path, tiny_model_dir, questions_cs
 
 
 def test_an_answer_without_its_raw_record_is_asked_again(tmp_path, tiny):
-    from mcq_unsloth.predict import PredictSettings, answered
+    from mcq_unsloth.predict import PredictSettings, answered, record_path
 
     questions = synth_questions(3, seed=1)
     out, raw = tmp_path / "a.csv", tmp_path / "a.jsonl"
     out.write_text("id,answer\nsynth-0,A\nsynth-1,B\nsynth-0,C\n")
     raw.write_text('{"id": "synth-1", "prediction": "B"}\n{"id": "synth-2", "prediction": "D"}\n')
     settings = PredictSettings(raw=raw)
+    record_path(out).write_text(json.dumps(settings.record()))  # what predict writes before its first answer
     assert answered(out, settings, [Question(f"synth-{i}", "q", {"A": "x", "B": "y"}) for i in range(3)]) == {"synth-1"}
     assert out.read_text() == "id,answer\nsynth-1,B\n"
     assert raw.read_text() == '{"id": "synth-1", "prediction": "B"}\n'

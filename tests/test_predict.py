@@ -12,7 +12,7 @@ from mcq_unsloth.cli import main
 from mcq_unsloth.data import write_questions
 from mcq_unsloth.inference import generate_answers
 from mcq_unsloth.models import load_model
-from mcq_unsloth.predict import PredictSettings, _rotations, _unrotate, answered, metrics, predict_file
+from mcq_unsloth.predict import PredictSettings, _rotations, _unrotate, answered, metrics, predict_file, record_path
 from mcq_unsloth.synth import synth_questions
 
 
@@ -86,6 +86,7 @@ def test_resume_after_a_crash_finishes_with_the_same_answers(tmp_path, tiny):
     predict_file(tiny.model, tiny.tokenizer, questions, full, settings, progress=False)
     lines = full.read_text().splitlines(keepends=True)
     partial.write_text("".join(lines[:6]) + lines[6][:5])  # five answers and a line cut mid-write
+    record_path(partial).write_bytes(record_path(full).read_bytes())  # written before the first answer
     assert len(answered(partial, settings, questions)) == 5 and partial.read_text().endswith("\n")
     result = predict_file(tiny.model, tiny.tokenizer, questions, partial, settings, resume=True, progress=False)
     assert (result["answered"], result["skipped"]) == (7, 5)

@@ -165,6 +165,22 @@ class GgufTokenizer:
         return self._model.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=False)
 
 
+def gguf_facts(path: str | Path) -> tuple[str, dict | None]:
+    """What a GGUF file says of itself, read before llama.cpp loads it: its weights' type (``q8_0``, ``f16``...)
+    and the training record our export put in it (None when it has none). Checks the file first."""
+    import json
+
+    import gguf
+
+    check_gguf(path)
+    fields = gguf.GGUFReader(path).fields
+    kind = gguf.LlamaFileType(int(fields["general.file_type"].contents())) if "general.file_type" in fields \
+        else gguf.LlamaFileType.ALL_F32
+    record = fields.get("mcq_unsloth.training_record")
+    return (kind.name.removeprefix("MOSTLY_").removeprefix("ALL_").lower(),
+            json.loads(record.contents()) if record is not None else None)
+
+
 def trained_context(path: str | Path) -> int:
     """The context length a GGUF file's metadata gives its model."""
     import gguf

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from .gguf_file import GGUF_PY_QUANTS, ExportError
-from .quantize import LLAMA_CPP_QUANTS
+from .quantize import LLAMA_CPP_QUANTS, fallbacks
 
 QUANTS = (*GGUF_PY_QUANTS, *LLAMA_CPP_QUANTS)
 SAMPLE = 64  # questions compared by the merge check and by --verify
@@ -59,6 +59,8 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
         result["gguf"] = []
         for quant, path in _write_quants(model, out, Path(scratch), quants, progress, record):
             entry = {"quant": quant, "file": str(path), "bytes": path.stat().st_size}
+            if quant in LLAMA_CPP_QUANTS and (kept := fallbacks(path, quant)) is not None:
+                print(f"note: {kept}", file=sys.stderr)
             if (modelfile := _modelfile(path, tokenizer, system)) is not None:
                 entry["modelfile"] = str(modelfile)
             if verify:
@@ -79,6 +81,19 @@ def needs_llama_cpp(fmt: str, quants: tuple[str, ...], verify: bool) -> None:
     kquants = [q for q in quants if q in LLAMA_CPP_QUANTS]
     if fmt == "gguf" and (verify or kquants):
         llama_cpp("--verify" if verify else f"--quant {kquants[0]}")
+
+
+def source_folders(source: str, checkpoint: int | None, base: str | None) -> list[Path]:
+    """Every folder an export of ``source`` reads: the folder given, its run folder, adapter or model, and the
+    adapter's base model when that is a local folder. None of them may be an output's place."""
+    from ..models import adapter_base
+
+    adapter, model, run_dir = resolve_source(source, checkpoint)
+    folders = [Path(source), *(p for p in (adapter, model, run_dir) if p is not None)]
+    named = base or (adapter_base(adapter) if adapter is not None else None)
+    if named is not None and Path(named).is_dir():
+        folders.append(Path(named))
+    return folders
 
 
 def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Path | None, Path | None]:
