@@ -33,6 +33,17 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2")
 
 
+@pytest.fixture
+def questions_csv(tmp_path):
+    """Ten synthetic questions as a CSV file."""
+    from mcq_unsloth.data import write_questions
+    from mcq_unsloth.synth import synth_questions
+
+    data = tmp_path / "q.csv"
+    write_questions(synth_questions(10, seed=21), data)
+    return data
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-from click.testing import CliRunner
+from helpers import error_line, run
 
-from mcq_unsloth.cli import main
 from mcq_unsloth.export import llamacpp_check
 from mcq_unsloth.export.gguf_check import check_gguf
 from mcq_unsloth.export.gguf_file import ExportError
@@ -29,18 +28,6 @@ import llama_cpp  # make install builds it
 LIBRARY = Path(llama_cpp.__file__).parent / "lib"
 # Registers only AVX-512 (zmm, the k masks, xmm/ymm 16-31) and AMX (tmm) instructions use.
 BEYOND_BASELINE = re.compile(r"%(zmm\d+|k[0-7]\b|[xy]mm(1[6-9]|2\d|3[01])\b|tmm\d)")
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 2, result.output + repr(result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("Error: ")
-    return lines[-1]
 
 
 def sha256(path: Path) -> str:

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 # Every module a command reaches before it checks its outputs, imported now: while a test runs as an
 # unprivileged user, the standard library under /root cannot be read.
@@ -25,36 +24,17 @@ import mcq_unsloth.smollm2  # noqa: F401
 import mcq_unsloth.splits  # noqa: F401
 import mcq_unsloth.tiny  # noqa: F401
 from mcq_unsloth import Question
-from mcq_unsloth.cli import main
 from mcq_unsloth.cli_errors import user_error_types
 from mcq_unsloth.data import write_questions
 from mcq_unsloth.recipes import shipped_recipes
 from mcq_unsloth.runs import latest_checkpoint, resume_checkpoint
 from mcq_unsloth.synth import synth_questions
 
+from helpers import error_line, run
+
 user_error_types()  # imports the modules it names
 
 FAST = ["--backend", "hf", "--no-4bit", "--batch-size", "4"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result) -> str:
-    """The one line a refused command ends with: exit code 2, no traceback, the message last on stderr."""
-    assert result.exit_code == 2, result.output + repr(result.exception)
-    assert "Traceback" not in result.output
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: ")
-    return last
-
-
-@pytest.fixture
-def questions_csv(tmp_path):
-    data = tmp_path / "q.csv"
-    write_questions(synth_questions(10, seed=21), data)
-    return data
 
 
 @pytest.fixture

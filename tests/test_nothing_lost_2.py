@@ -12,9 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import error_line, ok, run
 
-from mcq_unsloth.cli import main
 from mcq_unsloth.cli_errors import machine_errno
 from mcq_unsloth.data import Question, load_questions, write_questions
 from mcq_unsloth.predict import record_path
@@ -23,24 +22,6 @@ from mcq_unsloth.synth import synth_questions
 FAST = ["--backend", "hf", "--batch-size", "4"]
 QUICK = ["train.max_steps=2", "train.save_steps=2", "train.eval_steps=2", "data.train=synth:32",
          "data.validation=synth-held-out:8"]
-
-
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def ok(result) -> dict:
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def error_line(result) -> str:
-    """The one line a refused command ends with: exit code 2, no traceback, the message last on stderr."""
-    assert result.exit_code == 2, result.output + repr(result.exception)
-    assert "Traceback" not in result.output
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: ") and "\n" not in last
-    return last
 
 
 def digest(path: Path) -> dict[str, str]:
@@ -55,13 +36,6 @@ def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "smoke"
     ok(run("recipe", "smoke", "--out", out, *[a for o in QUICK for a in ("--set", o)]))
     return out
-
-
-@pytest.fixture
-def questions_csv(tmp_path):
-    data = tmp_path / "q.csv"
-    write_questions(synth_questions(10, seed=21), data)
-    return data
 
 
 # --- 1. export never deletes its source ----------------------------------------------------------------

@@ -1,0 +1,27 @@
+"""What the CLI tests share: running a command in process, and reading the one line a refused command ends with."""
+
+import json
+
+from click.testing import CliRunner
+
+from mcq_unsloth.cli import main
+
+
+def run(*args):
+    """``mcq-unsloth ARGS`` in this process (paths and numbers may be given as they are)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok(result) -> dict:
+    """The closing JSON line of a command that succeeded."""
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def error_line(result) -> str:
+    """The one line a refused command ends with: exit code 2, no traceback, the message last on stderr."""
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("Error: ")
+    return lines[-1]
