@@ -6,6 +6,7 @@ descriptions, then the data, aligned; every tensor must lie inside the file.
 
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 
@@ -72,12 +73,19 @@ def check_gguf(path: str | Path) -> None:
     not a GGUF file (it starts with b'PK\\x03\\x04', not b'GGUF'); give a file written by `mcq-unsloth export --format gguf` or by llama.cpp
     >>> os.unlink(handle.name)
     """
-    import gguf
-
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such GGUF file")
-    size = path.stat().st_size
+    status = path.stat()
+    _check(path, str(path.resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _check(path: Path, resolved: str, size: int, modified: int) -> None:
+    """:func:`check_gguf` of one version of a file (its place, size and time): once per process, however many
+    steps read it (SmolLM2's header, 49,152 tokens, takes about 0.3 s here)."""
+    import gguf
+
     with path.open("rb") as handle:
         header = _Header(handle, size)
         start = handle.read(4)
