@@ -4,7 +4,7 @@ Importing the package is cheap and has no side effects: torch, transformers and 
 model is loaded.
 """
 
-from .data import DataError, Question, load_questions
+from .data.questions import DataError, Question, load_questions
 from .extraction import extract_answer
 
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .precision import DTYPES
+from .model.precision import DTYPES
 from .prompts import PromptConfig
 
 SYNTH_SOURCE = re.compile(r"^synth(-held-out)?:(\d+)$")
@@ -169,7 +169,7 @@ class TrainConfig:
 class GrpoConfig:
     """GRPO settings, passed to TRL's ``GRPOConfig`` under the same names.
 
-    ``reward_weights`` names the rewards of :mod:`mcq_unsloth.rewards` to compute, with their weights; a weight
+    ``reward_weights`` names the rewards of :mod:`mcq_unsloth.training.rewards` to compute, with their weights; a weight
     of 0 logs a reward without training on it (``contest_format``, for comparison with the contest's runs).
     """
 
@@ -183,7 +183,7 @@ class GrpoConfig:
     gpu_memory_utilization: float = 0.6  # the GPU share vLLM may take, with fast_inference
 
     def problems(self) -> list[str]:
-        from .rewards import REWARDS
+        from .training.rewards import REWARDS
 
         found = []
         if self.num_generations < 2:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, replace
 
-from .data import Question
+from .data.questions import Question
 
 TEMPLATES = {
     "zh": {

@@ -24,7 +24,7 @@ if [ -n "${PIP_WHEELS:-}" ]; then
         "$PIP_WHEELS"/*.whl || exit 1
     export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-cli() { python3 -m mcq_unsloth.cli "$@"; }
+cli() { python3 -m mcq_unsloth.cli.main "$@"; }
 model=/tmp/mcq-unsloth-qwen2.5-7b
 summary=()
 

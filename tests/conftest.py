@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def pytest_configure(config):
     # As in the CLI, Unsloth is imported before transformers, or it warns and patches too late.
-    from mcq_unsloth.models import unsloth_status
+    from mcq_unsloth.model.backends import unsloth_status
 
     config.unsloth_reason = unsloth_status()
 
@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from mcq_unsloth.tiny import build_tiny_model
+    from mcq_unsloth.model.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2")
 
@@ -36,8 +36,8 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture
 def questions_csv(tmp_path):
     """Ten synthetic questions as a CSV file."""
-    from mcq_unsloth.data import write_questions
-    from mcq_unsloth.synth import synth_questions
+    from mcq_unsloth.data.questions import write_questions
+    from mcq_unsloth.data.synth import synth_questions
 
     data = tmp_path / "q.csv"
     write_questions(synth_questions(10, seed=21), data)
@@ -57,7 +57,7 @@ def smollm2_dir():
     first time). ``make install`` installs the package that ships it."""
     from pathlib import Path
 
-    from mcq_unsloth.smollm2 import write_smollm2
+    from mcq_unsloth.model.smollm2 import write_smollm2
 
     folder = Path(__file__).resolve().parent.parent / ".cache" / "smollm2-135m-instruct-v2"  # v2: its pre-tokenizer
     if not (folder / "model.safetensors").is_file():
@@ -75,7 +75,7 @@ def learnt_model_dir(tmp_path_factory):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mcq_unsloth.cli import main
+    from mcq_unsloth.cli.main import main
 
     run = tmp_path_factory.mktemp("smoke") / "run"
     result = CliRunner().invoke(main, ["recipe", "smoke", "--out", str(run)])
@@ -104,7 +104,7 @@ def run_recipe():
 
     from click.testing import CliRunner
 
-    from mcq_unsloth.cli import main
+    from mcq_unsloth.cli.main import main
 
     def run(name, out, overrides, *extra):
         args = ["recipe", name, "--out", str(out)] + [a for o in overrides for a in ("--set", o)] + list(extra)

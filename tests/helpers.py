@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from mcq_unsloth.cli import main
+from mcq_unsloth.cli.main import main
 
 
 def run(*args):

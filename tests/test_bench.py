@@ -8,7 +8,7 @@ import sys
 
 from click.testing import CliRunner
 
-from mcq_unsloth.cli import main
+from mcq_unsloth.cli.main import main
 
 
 def test_a_minimal_bench_on_the_tiny_model(tmp_path):
@@ -35,9 +35,9 @@ def test_a_minimal_bench_on_the_tiny_model(tmp_path):
 
 VANILLA = """
 import json, sys
-from mcq_unsloth.models import load_model
-from mcq_unsloth.predict import PredictSettings, predict_file
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.model.backends import load_model
+from mcq_unsloth.inference.files import PredictSettings, predict_file
+from mcq_unsloth.data.synth import synth_questions
 from pathlib import Path
 loaded = load_model(sys.argv[1], backend="hf", dtype="float32")
 questions = synth_questions(12, seed=4)
@@ -52,9 +52,9 @@ print(json.dumps({"unsloth": "unsloth" in sys.modules}))
 def test_vanilla_inference_without_unsloth_answers_as_in_the_patched_process(tmp_path, tiny_model_dir):
     """The hf backend as users run it (Unsloth never imported) gives the answers it gives here, where the test
     session has Unsloth's patches active."""
-    from mcq_unsloth.models import load_model
-    from mcq_unsloth.predict import PredictSettings, predict_file
-    from mcq_unsloth.synth import synth_questions
+    from mcq_unsloth.model.backends import load_model
+    from mcq_unsloth.inference.files import PredictSettings, predict_file
+    from mcq_unsloth.data.synth import synth_questions
 
     (tmp_path / "alone").mkdir()
     done = subprocess.run([sys.executable, "-c", VANILLA, str(tiny_model_dir), str(tmp_path / "alone")],

@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from mcq_unsloth.cli import main
+from mcq_unsloth.cli.main import main
 
 COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
             ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"], ["predict"], ["eval"],
@@ -25,7 +25,7 @@ def test_every_help(command):
 
 
 def test_help_imports_nothing_heavy():
-    code = ("import sys; from mcq_unsloth.cli import main\n"
+    code = ("import sys; from mcq_unsloth.cli.main import main\n"
             "try: main(['recipe', '--help'])\nexcept SystemExit: pass\n"
             "print(sorted({'torch', 'transformers', 'trl', 'unsloth', 'pyarrow'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -63,7 +63,7 @@ def test_data_check_in_a_real_process(tmp_path):
     """No traceback reaches the terminal, outside click's test runner too."""
     path = tmp_path / "bad.tsv"
     path.write_text("题目\tA\tB\t答案\n问题\t甲\t乙\tZ\n", encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "mcq_unsloth.cli", "data", "check", str(path)],
+    proc = subprocess.run([sys.executable, "-m", "mcq_unsloth.cli.main", "data", "check", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "data row 1" in proc.stderr
 

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from mcq_unsloth import DataError, Question, load_questions
-from mcq_unsloth.data import normalize_answer, split_questions, stratified_subset, summarize, write_questions
+from mcq_unsloth.data.questions import normalize_answer, split_questions, stratified_subset, summarize, write_questions
 
 FOUR = {"A": "北京", "B": "上海", "C": "广州", "D": "深圳"}
 

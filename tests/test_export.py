@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mcq_unsloth.cli import main
-from mcq_unsloth.data import load_questions
-from mcq_unsloth.export.gguf_file import ExportError, write_gguf
-from mcq_unsloth.export.verify import check_targets, verify_gguf
+from mcq_unsloth.cli.main import main
+from mcq_unsloth.data.questions import load_questions
+from mcq_unsloth.convert.gguf_writer import ExportError, write_gguf
+from mcq_unsloth.convert.verify import check_targets, verify_gguf
 from mcq_unsloth.resources import shipped_file
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.data.synth import synth_questions
 
 import gguf
 import llama_cpp  # make install builds it
@@ -39,7 +39,7 @@ def fields(path):
 
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory):
-    from mcq_unsloth.tiny import build_tiny_model
+    from mcq_unsloth.model.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", "llama")
 
@@ -82,7 +82,7 @@ def test_llama_cpp_tokenizes_and_answers_like_transformers(tmp_path, arch, quant
 def test_the_llama_layout_matters(tmp_path, smollm2_dir):
     """Without the q/k reordering, llama.cpp's rotary embedding scrambles a Llama model's attention: the check
     SmolLM2 passes below fails on a file written without it (a random tiny model's attention barely matters)."""
-    import mcq_unsloth.export.gguf_file as gguf_file
+    import mcq_unsloth.convert.gguf_writer as gguf_file
 
     original = gguf_file._rotary_pairs
     gguf_file._rotary_pairs = lambda weights, heads: weights
@@ -203,7 +203,7 @@ def test_predict_and_eval_answer_through_llama_cpp(tmp_path, tiny_model_dir):
     the same resume behaviour."""
     last_json(run("export", tiny_model_dir, "--format", "gguf", "--quant", "f32", "--out", tmp_path / "g"))
     data = tmp_path / "q.csv"
-    from mcq_unsloth.data import write_questions
+    from mcq_unsloth.data.questions import write_questions
 
     write_questions(synth_questions(30, seed=8), data)
     hf = last_json(run("eval", "--model", tiny_model_dir, "--data", data, "--out-dir", tmp_path / "hf", "--backend",

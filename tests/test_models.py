@@ -6,10 +6,10 @@ import pytest
 
 from mcq_unsloth import Question
 from mcq_unsloth.config import LoraConfig
-from mcq_unsloth.inference import letter_token_ids, score_questions
-from mcq_unsloth.models import ModelLoadError, load_model, resolve_backend
+from mcq_unsloth.inference.scoring import letter_token_ids, score_questions
+from mcq_unsloth.model.backends import ModelLoadError, load_model, resolve_backend
 from mcq_unsloth.prompts import PromptConfig
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.data.synth import synth_questions
 
 
 def test_tiny_tokenizer_round_trips_chinese_and_has_single_letter_tokens(tiny_tokenizer):
@@ -26,7 +26,7 @@ def test_tiny_model_config(tiny_model_dir):
 
 def test_shaped_models_have_the_real_layers_and_load_in_4bit(tmp_path, monkeypatch):
     """``bench inference --shape`` builds these; a small made-up shape keeps the test quick."""
-    from mcq_unsloth import tiny
+    from mcq_unsloth.model import tiny
 
     assert tiny.SHAPES["qwen2.5-7b"]["hidden_size"] == 3584 and tiny.SHAPES["qwen2.5-7b"]["num_hidden_layers"] == 28
     monkeypatch.setitem(tiny.SHAPES, "small", {"hidden_size": 128, "intermediate_size": 320, "num_hidden_layers": 3,
@@ -152,7 +152,7 @@ def test_scores_with_the_shared_prefix_cached_equal_a_plain_forward_pass(tiny_mo
     probabilities must still equal one full forward pass over its whole prompt, 4-bit, on both backends."""
     import torch
 
-    from mcq_unsloth.inference import prompt_prefix, prompt_token_ids, shared_start
+    from mcq_unsloth.inference.scoring import prompt_prefix, prompt_token_ids, shared_start
 
     loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -179,7 +179,7 @@ def plain_letter_probabilities(model, tokenizer, question):
     """Softmax over the letters of one full forward pass, with the model's own output layer."""
     import torch
 
-    from mcq_unsloth.inference import prompt_token_ids
+    from mcq_unsloth.inference.scoring import prompt_token_ids
 
     letters = letter_token_ids(tokenizer, "".join(question.options))
     (ids,) = prompt_token_ids(tokenizer, [question])
@@ -217,7 +217,7 @@ def test_exact_ties_are_counted_and_not_given_to_the_first_letter(tiny_model_dir
     draws must not all go to A."""
     import torch
 
-    from mcq_unsloth.predict import PredictSettings, evaluate_file
+    from mcq_unsloth.inference.files import PredictSettings, evaluate_file
 
     loaded = load_model(str(tiny_model_dir), backend="hf", dtype="float32")
     ids = list(letter_token_ids(loaded.tokenizer, "ABCD").values())

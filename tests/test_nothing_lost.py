@@ -17,18 +17,18 @@ import pytest
 
 # Every module a command reaches before it checks its outputs, imported now: while a test runs as an
 # unprivileged user, the standard library under /root cannot be read.
-import mcq_unsloth.cli_predict  # noqa: F401
-import mcq_unsloth.demo  # noqa: F401
-import mcq_unsloth.predict  # noqa: F401
-import mcq_unsloth.smollm2  # noqa: F401
-import mcq_unsloth.splits  # noqa: F401
-import mcq_unsloth.tiny  # noqa: F401
+import mcq_unsloth.cli.predict  # noqa: F401
+import mcq_unsloth.training.demo  # noqa: F401
+import mcq_unsloth.inference.files  # noqa: F401
+import mcq_unsloth.model.smollm2  # noqa: F401
+import mcq_unsloth.data.sources  # noqa: F401
+import mcq_unsloth.model.tiny  # noqa: F401
 from mcq_unsloth import Question
-from mcq_unsloth.cli_errors import user_error_types
-from mcq_unsloth.data import write_questions
-from mcq_unsloth.recipes import shipped_recipes
-from mcq_unsloth.runs import latest_checkpoint, resume_checkpoint
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.cli.errors import user_error_types
+from mcq_unsloth.data.questions import write_questions
+from mcq_unsloth.training.recipes import shipped_recipes
+from mcq_unsloth.training.folders import latest_checkpoint, resume_checkpoint
+from mcq_unsloth.data.synth import synth_questions
 
 from helpers import error_line, run
 
@@ -88,7 +88,7 @@ def test_eval_resumes_empty_and_cut_files(tmp_path, tiny_model_dir, questions_cs
 
 
 def test_an_answer_without_its_raw_record_is_asked_again(tmp_path, tiny):
-    from mcq_unsloth.predict import PredictSettings, answered, record_path
+    from mcq_unsloth.inference.files import PredictSettings, answered, record_path
 
     questions = synth_questions(3, seed=1)
     out, raw = tmp_path / "a.csv", tmp_path / "a.jsonl"
@@ -103,7 +103,7 @@ def test_an_answer_without_its_raw_record_is_asked_again(tmp_path, tiny):
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from mcq_unsloth.models import load_model
+    from mcq_unsloth.model.backends import load_model
 
     return load_model(str(tiny_model_dir), backend="hf", dtype="float32")
 
@@ -208,7 +208,7 @@ def test_a_full_disk_is_one_line(tmp_path, tiny_model_dir, questions_csv, monkey
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "sub.csv"))
 
-    monkeypatch.setattr(mcq_unsloth.predict, "predict_file", full)
+    monkeypatch.setattr(mcq_unsloth.inference.files, "predict_file", full)
     line = error_line(run("predict", "--model", tiny_model_dir, "--data", questions_csv, "--out",
                           tmp_path / "sub.csv", *FAST))
     assert line == f"Error: {tmp_path / 'sub.csv'}: no space left on device; free some space, then run again"
@@ -227,8 +227,8 @@ def long_csv(tmp_path):
 
 
 def huge_tokens(tokenizer, data):
-    from mcq_unsloth.data import load_questions
-    from mcq_unsloth.inference import prompt_token_ids
+    from mcq_unsloth.data.questions import load_questions
+    from mcq_unsloth.inference.scoring import prompt_token_ids
 
     return len(prompt_token_ids(tokenizer, [load_questions(data)[1]])[0])
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from helpers import error_line, ok, run
 
-from mcq_unsloth.cli_errors import machine_errno
-from mcq_unsloth.data import Question, load_questions, write_questions
-from mcq_unsloth.predict import record_path
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.cli.errors import machine_errno
+from mcq_unsloth.data.questions import Question, load_questions, write_questions
+from mcq_unsloth.inference.files import record_path
+from mcq_unsloth.data.synth import synth_questions
 
 FAST = ["--backend", "hf", "--batch-size", "4"]
 QUICK = ["train.max_steps=2", "train.save_steps=2", "train.eval_steps=2", "data.train=synth:32",
@@ -66,7 +66,7 @@ def test_export_refuses_an_out_that_is_in_or_above_its_source(trained_run, tmp_p
 
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory):
-    from mcq_unsloth.tiny import build_tiny_model
+    from mcq_unsloth.model.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("other") / "llama", "llama", seed=5)
 
@@ -189,7 +189,7 @@ def test_torchs_own_write_error_on_a_full_disk_is_recognised(full_disk):
 
 
 def test_an_incomplete_tiny_base_is_rebuilt(tmp_path):
-    from mcq_unsloth.models import model_source
+    from mcq_unsloth.model.backends import model_source
 
     base = tmp_path / "run" / "tiny-base"
     base.mkdir(parents=True)

@@ -5,10 +5,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from mcq_unsloth.cli import main
-from mcq_unsloth.data import write_questions
-from mcq_unsloth.precision import inference_precision, resolve_dtype
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.cli.main import main
+from mcq_unsloth.data.questions import write_questions
+from mcq_unsloth.model.precision import inference_precision, resolve_dtype
+from mcq_unsloth.data.synth import synth_questions
 
 QLORA = {"load_in_4bit": True, "dtype": "bfloat16"}
 FP16_RUN = {"load_in_4bit": False, "dtype": "float16"}
@@ -45,7 +45,7 @@ def test_training_resolves_auto_the_same_way():
 def test_the_cli_says_which_precision_it_uses_and_never_quantizes_on_cpu_unless_asked(tmp_path, tiny_model_dir):
     import torch
 
-    from mcq_unsloth.cli_predict import _load
+    from mcq_unsloth.cli.predict import _load
 
     if torch.cuda.is_available():
         pytest.skip("CPU defaults")

@@ -8,12 +8,12 @@ import pytest
 from click.testing import CliRunner
 
 from mcq_unsloth import Question
-from mcq_unsloth.cli import main
-from mcq_unsloth.data import write_questions
-from mcq_unsloth.inference import generate_answers
-from mcq_unsloth.models import load_model
-from mcq_unsloth.predict import PredictSettings, _rotations, _unrotate, answered, metrics, predict_file, record_path
-from mcq_unsloth.synth import synth_questions
+from mcq_unsloth.cli.main import main
+from mcq_unsloth.data.questions import write_questions
+from mcq_unsloth.inference.scoring import generate_answers
+from mcq_unsloth.model.backends import load_model
+from mcq_unsloth.inference.files import PredictSettings, _rotations, _unrotate, answered, metrics, predict_file, record_path
+from mcq_unsloth.data.synth import synth_questions
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_rotations_and_mapping_back():
 def test_circular_scoring_votes_over_rotations_scored_like_single_questions(tmp_path, tiny):
     """Score mode with --circular: every rotation's probabilities equal scoring that rotation on its own (the
     file-wide cached prompt start included), and the vote maps back to the original letters."""
-    from mcq_unsloth.inference import score_questions
+    from mcq_unsloth.inference.scoring import score_questions
 
     questions = synth_questions(5, seed=6) + [Question("two", "哪个是甲？", {"A": "乙", "B": "甲"}, "B")]
     raw = tmp_path / "raw.jsonl"
@@ -182,7 +182,7 @@ def test_eval_needs_answers(tmp_path, tiny_model_dir):
 def test_out_of_memory_halves_the_batch_and_keeps_finished_work(tmp_path, tiny, monkeypatch):
     import torch
 
-    import mcq_unsloth.inference as inference
+    import mcq_unsloth.inference.scoring as inference
 
     real, calls = inference.score_questions, []
 

@@ -9,7 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from mcq_unsloth import load_questions
-from mcq_unsloth.cli import main
+from mcq_unsloth.cli.main import main
 from mcq_unsloth.prompts import render_prompt
 from mcq_unsloth.resources import shipped_dir
 
@@ -83,10 +83,10 @@ def test_the_templates_end_of_turn_is_taught_and_stops_generation(smollm2_dir, c
 
     from mcq_unsloth.config import LoraConfig, from_dict
     from mcq_unsloth import Question
-    from mcq_unsloth.inference import generate_answers, prompt_token_ids, stop_token_ids
+    from mcq_unsloth.inference.scoring import generate_answers, prompt_token_ids, stop_token_ids
     from mcq_unsloth.prompts import PromptConfig
-    from mcq_unsloth import models
-    from mcq_unsloth.sft import _prompt_completion
+    from mcq_unsloth.model import backends as models
+    from mcq_unsloth.training.sft import _prompt_completion
 
     monkeypatch.setattr(models, "_warned_end_of_turn", set())  # once per process: earlier tests may have said it
     loaded = models.load_model(str(smollm2_dir), backend="hf", lora=LoraConfig(r=2))

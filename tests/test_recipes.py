@@ -3,7 +3,7 @@
 import pytest
 
 from mcq_unsloth.config import load_config
-from mcq_unsloth.recipes import RecipeNotFound, copy_recipe, describe, find_recipe, shipped_recipes
+from mcq_unsloth.training.recipes import RecipeNotFound, copy_recipe, describe, find_recipe, shipped_recipes
 
 SHIPPED = shipped_recipes()
 

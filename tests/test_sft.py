@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from mcq_unsloth.cli import main
+from mcq_unsloth.cli.main import main
 
 # The smoke recipe cut to six steps, on the QLoRA path: 4-bit base, LoRA on the seven projections only.
 QUICK = ["data.train=synth:48", "data.validation=synth-held-out:16", "train.max_steps=6", "train.save_steps=3",
@@ -74,9 +74,9 @@ def test_labels_cover_only_the_answer(tiny_model_dir, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     from mcq_unsloth.config import LoraConfig, from_dict
-    from mcq_unsloth.models import load_model
-    from mcq_unsloth.sft import _prompt_completion
-    from mcq_unsloth.synth import synth_questions
+    from mcq_unsloth.model.backends import load_model
+    from mcq_unsloth.training.sft import _prompt_completion
+    from mcq_unsloth.data.synth import synth_questions
 
     loaded = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, lora=LoraConfig(r=2))
     questions = synth_questions(4, seed=2)
@@ -115,14 +115,14 @@ def test_demo_learns_held_out_questions(tmp_path):
 
 
 def test_ctrl_c_names_the_checkpoint_and_the_resume_command(tmp_path, monkeypatch):
-    import mcq_unsloth.sft
+    import mcq_unsloth.training.sft
 
     def interrupted(config, run_dir, resume=False):
         (run_dir / "checkpoints" / "checkpoint-3").mkdir(parents=True)
         (run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mcq_unsloth.sft, "train_sft", interrupted)
+    monkeypatch.setattr(mcq_unsloth.training.sft, "train_sft", interrupted)
     result = CliRunner().invoke(main, ["recipe", "smoke", "--out", str(tmp_path / "run"), "--set", "lora.r=4"])
     assert result.exit_code == 130
     assert "checkpoint-3" in result.output
@@ -181,12 +181,12 @@ def test_the_same_seed_gives_the_same_adapter(tmp_path, backend, run_recipe):
 @pytest.mark.slow
 def test_eval_asks_an_adapter_with_the_prompt_it_was_trained_on(tmp_path, run_recipe):
     """The adapter's training record holds the recipe's prompt: eval uses it unless --prompt says otherwise."""
-    from mcq_unsloth.data import write_questions
-    from mcq_unsloth.inference import score_questions
-    from mcq_unsloth.models import load_model
+    from mcq_unsloth.data.questions import write_questions
+    from mcq_unsloth.inference.scoring import score_questions
+    from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.prompts import PromptConfig
-    from mcq_unsloth.runs import training_record
-    from mcq_unsloth.synth import synth_questions
+    from mcq_unsloth.training.folders import training_record
+    from mcq_unsloth.data.synth import synth_questions
 
     out = tmp_path / "run"
     system = "只回答一个字母。"

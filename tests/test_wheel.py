@@ -15,7 +15,7 @@ def test_wheel_ships_recipes_and_data(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"),
                     str(wheel)], check=True, capture_output=True)
     code = ("import mcq_unsloth, sys\n"
-            "from mcq_unsloth.recipes import find_recipe, shipped_recipes\n"
+            "from mcq_unsloth.training.recipes import find_recipe, shipped_recipes\n"
             "from mcq_unsloth.resources import shipped_file\n"
             "assert mcq_unsloth.__file__.startswith(sys.argv[1]), mcq_unsloth.__file__\n"
             "print(sorted(shipped_recipes()), find_recipe('smoke').parent.parent.name, "

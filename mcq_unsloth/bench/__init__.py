@@ -1,0 +1,1 @@
+"""Benchmarks: Unsloth against transformers, one process per job."""

@@ -1,0 +1,103 @@
+"""How the command line reports a mistake the user can fix, or a condition of the machine (a full disk, a
+folder without write permission): one readable line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+from pathlib import Path
+
+import click
+
+# A full disk or quota, a read-only file system, missing permissions: the machine's state, not a bug.
+MACHINE_FIXES = {
+    errno.ENOSPC: "free some space, then run again",
+    errno.EDQUOT: "free some space, then run again",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.EACCES: "check its permissions, or choose another location",
+    errno.EPERM: "check its permissions, or choose another location",
+}
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+def user_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions that are the user's to fix, imported only when a command needs them."""
+    from ..config import ConfigError
+    from ..data.questions import DataError
+    from ..convert.gguf_writer import ExportError
+    from ..inference.scoring import LongQuestions
+    from ..model.backends import ModelLoadError
+    from ..outputs import OutputError
+    from ..training.recipes import RecipeNotFound
+
+    return (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, ExportError,
+            FileExistsError, FileNotFoundError)
+
+
+@contextlib.contextmanager
+def user_errors(*writes: str | Path):
+    """Turn the exceptions that are the user's to fix, and the machine's conditions, into :class:`UserError`
+    (one line, exit code 2). ``writes`` are the outputs the command writes: a machine's refusal that does not say
+    where (a full disk met inside safetensors or torch) names them."""
+    try:
+        yield
+    except user_error_types() as error:
+        raise UserError(str(error)) from None
+    except _machine_error_types() as error:
+        code = machine_errno(error, writes)
+        if code is None:
+            raise
+        where = getattr(error, "filename", None) or ", ".join(map(str, writes))
+        raise UserError(f"{f'{where}: ' if where else ''}{os.strerror(code).lower()}; {MACHINE_FIXES[code]}") \
+            from None
+
+
+@contextlib.contextmanager
+def libraries_on_stderr():
+    """Within the block, what libraries print to stdout (Unsloth's banners, the trainer's log lines) goes to
+    stderr instead, so that a command's stdout holds its result alone (``mcq-unsloth predict ... | jq``)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _machine_error_types() -> tuple[type[Exception], ...]:
+    from safetensors import SafetensorError
+
+    return OSError, RuntimeError, SafetensorError
+
+
+def machine_errno(error: Exception, writes: tuple = ()) -> int | None:
+    """The errno of :data:`MACHINE_FIXES` behind ``error``, or None when it is something else. Libraries that
+    write files themselves report a full disk in their own words: safetensors says ``No space left on device
+    (os error 28)``, and torch's zip writer only ``unexpected pos N vs M``, which counts as a full disk when one
+    of the ``writes`` lies on a file system with less than 1 MiB free.
+
+    >>> machine_errno(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
+    True
+    >>> machine_errno(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    28
+    >>> machine_errno(RuntimeError("CUDA error: device-side assert triggered")) is None
+    True
+    """
+    if isinstance(error, OSError):
+        return error.errno if error.errno in MACHINE_FIXES else None
+    text = str(error)
+    if code := next((c for c in MACHINE_FIXES if os.strerror(c) in text or f"(os error {c})" in text), None):
+        return code
+    if "inline_container" in text and any(_free_bytes(Path(p)) < 2**20 for p in writes):
+        return errno.ENOSPC
+    return None
+
+
+def _free_bytes(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    status = os.statvfs(path)
+    return status.f_bavail * status.f_frsize

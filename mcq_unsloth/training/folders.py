@@ -1,0 +1,225 @@
+"""Run folders: created without overwriting anything, and recording what produced them.
+
+Each run folder holds ``config.yaml`` (the resolved recipe) and ``run.json`` (recipe, command line, library
+versions, the mcq-unsloth git commit, start time), written before training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from ..config import Config, dump_yaml, to_dict
+from ..outputs import empty_folder, replacing, write_text
+
+LIBRARIES = ("mcq-unsloth", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
+             "unsloth", "unsloth_zoo")
+
+
+class RunExists(FileExistsError):
+    pass
+
+
+def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create ``path`` for a new run. An existing non-empty folder is an error unless resuming it, or
+    unless ``overwrite`` is set, which deletes it first."""
+    path = Path(path)
+    if resume:
+        if not path.is_dir():
+            raise RunExists(f"cannot resume {path}: there is no such run folder")
+        return path
+    try:
+        return empty_folder(path, overwrite, holds="a run",
+                            fix="pass --resume to continue it, --overwrite to replace it, or --out for another folder")
+    except FileExistsError as error:
+        raise RunExists(str(error)) from None
+
+
+def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False) -> None:
+    """Write ``config.yaml`` and ``run.json`` into the run folder. Resuming appends to ``run.json`` and
+    requires the configuration the run started with."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if resume:
+        _check_same_config(run_dir, config)
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        record.setdefault("resumed", []).append({"at": now, "command": sys.argv, "git_commit": git_commit()})
+        write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        return
+    write_text(run_dir / "config.yaml", f"# resolved from recipe {recipe}\n" + dump_yaml(config))
+    record = {
+        "recipe": recipe,
+        "command": sys.argv,
+        "started": now,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+    }
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def _check_same_config(run_dir: Path, config: Config) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise RunExists(f"cannot resume {run_dir}: it has no config.yaml, so it is not a run folder")
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
+    current = to_dict(config)
+    changed = [f"{section}.{key}" for section, values in current.items() if isinstance(values, dict)
+               for key, value in values.items() if (saved.get(section) or {}).get(key) != value]
+    changed += [key for key, value in current.items() if not isinstance(value, dict) and saved.get(key) != value]
+    if changed:
+        raise RunExists(f"cannot resume {run_dir} with different settings ({', '.join(changed)}); resume with the "
+                        f"run's own settings, or start a new run with --out")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the mcq-unsloth checkout this code runs from (``+dirty`` if changed), or None."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        top, commit = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=source,
+                                     capture_output=True, text=True, check=True).stdout.split()
+        if Path(top).resolve() != source:
+            return None  # an installed wheel inside some other repository's tree
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def latest_checkpoint(folder: Path, skipped: list[str] | None = None) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``folder`` (see :func:`checkpoint_problem`). The newer ones that
+    are not complete are added to ``skipped``, each as "NAME: what is wrong"."""
+    if not folder.is_dir():
+        return None
+    numbered = [p for p in folder.glob("checkpoint-*") if p.name[11:].isdigit() and p.is_dir()]
+    for checkpoint in sorted(numbered, key=lambda p: -int(p.name[11:])):
+        if (problem := checkpoint_problem(checkpoint)) is None:
+            return str(checkpoint)
+        if skipped is not None:
+            skipped.append(f"{checkpoint.name}: {problem}")
+    return None
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint folder cannot be resumed from, or None when it is complete: the trainer writes
+    ``trainer_state.json`` last, and every JSON, safetensors and torch file in it must be whole (a crash while
+    one was written leaves it cut short)."""
+    if not (checkpoint / "trainer_state.json").is_file():
+        return "it has no trainer_state.json (saving was cut short)"
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_bytes())
+            elif path.suffix == ".safetensors":
+                _check_safetensors(path)
+            elif path.suffix in (".pt", ".pth", ".bin"):
+                zipfile.ZipFile(path).close()  # torch.save writes a zip; a cut one lacks its closing directory
+        except (ValueError, zipfile.BadZipFile):
+            return f"{path.name} is cut short or damaged"
+    return None
+
+
+def _check_safetensors(path: Path) -> None:
+    """Raise ValueError unless the file is as long as its header says."""
+    with path.open("rb") as source:
+        size = int.from_bytes(source.read(8), "little")
+        header = json.loads(source.read(size))
+    end = max((entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"), default=0)
+    if path.stat().st_size != 8 + size + end:
+        raise ValueError(f"{path} holds {path.stat().st_size} bytes, its header says {8 + size + end}")
+
+
+def resume_checkpoint(folder: Path) -> str | None:
+    """The checkpoint to resume from (:func:`latest_checkpoint`), saying on stderr which newer ones are skipped
+    and why."""
+    skipped: list[str] = []
+    checkpoint = latest_checkpoint(folder, skipped)
+    for problem in skipped:
+        print(f"note: skipping {problem}; resuming from {Path(checkpoint).name if checkpoint else 'the start'}",
+              file=sys.stderr)
+    return checkpoint
+
+
+TRAINING_RECORD = "mcq_unsloth.json"
+
+
+def write_training_record(folder: Path, config: Config, backend: str) -> None:
+    """Write, beside an adapter (final or checkpoint), how it was trained: what inference needs to load it the
+    same way (4-bit or not, the dtype it ran in) and to ask questions as training did (the prompt)."""
+    from ..model.precision import resolve_dtype
+
+    record = {"task": config.task, "backend": backend, "base_model": config.model.name,
+              "load_in_4bit": config.model.load_in_4bit, "dtype": resolve_dtype(config.model.dtype),
+              "max_seq_length": config.model.max_seq_length, "prompt": dataclasses.asdict(config.prompt),
+              "seed": config.train.seed}
+    write_text(folder / TRAINING_RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def training_record(folder: str | Path) -> dict | None:
+    """An adapter folder's training record (see :func:`write_training_record`), or None when it has none (or
+    ``folder`` is a Hub id)."""
+    path = Path(folder) / TRAINING_RECORD
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+VALIDATION_FILE = "validation.jsonl"
+
+
+def eval_command(run_dir: Path, adapter_dir: Path, config: Config) -> dict[str, str]:
+    """The ``mcq-unsloth eval`` command that reproduces a run's last logged ``eval_accuracy`` on its saved
+    validation questions, precision spelt out so that it holds on any machine; empty without validation."""
+    from ..model.precision import resolve_dtype
+
+    if not (run_dir / VALIDATION_FILE).is_file():
+        return {}
+    return {"eval_command": f"mcq-unsloth eval --model {adapter_dir} --data {run_dir / VALIDATION_FILE} "
+                            f"--out-dir {run_dir / 'eval'} --dtype {resolve_dtype(config.model.dtype)} "
+                            f"--{'' if config.model.load_in_4bit else 'no-'}4bit"}
+
+
+def write_history(history: list[dict], run_dir: Path) -> None:
+    """The trainer's log history as ``history.jsonl``: one logged row per line."""
+    with replacing(run_dir / "history.jsonl", encoding="utf-8") as out:
+        for row in history:
+            out.write(json.dumps(row) + "\n")
+
+
+def last_logged(history: list[dict], key: str):
+    """The most recent logged value of ``key``, or None."""
+    return next((row[key] for row in reversed(history) if key in row), None)
+
+
+def whole_run_loss(history: list[dict], resumed_from: str | None) -> float | None:
+    """The mean training loss over every step of the run. The trainer's ``train_loss`` sums only the steps of
+    its own session (divided by all steps), so after a resume from ``checkpoint-N`` the steps up to N are added
+    back from the logged losses (each the mean since the previous log)."""
+    final = last_logged(history, "train_loss")
+    if final is None or resumed_from is None:
+        return final
+    steps = next(row["step"] for row in reversed(history) if "train_loss" in row)
+    resumed_step = int(Path(resumed_from).name.rsplit("-", 1)[1])
+    before, logged = 0.0, 0
+    for row in history:
+        if "loss" in row and logged < row["step"] <= resumed_step:
+            before += row["loss"] * (row["step"] - logged)
+            logged = row["step"]
+    return (before + final * steps) / max(logged + steps - resumed_step, 1)

@@ -1,0 +1,114 @@
+"""GRPO with answer-checking rewards: TRL's ``GRPOTrainer`` on the same prompts as SFT and inference.
+
+Each question becomes ``{"prompt": [system, user], "answer": "B", "options": {...}}``; TRL samples
+``grpo.num_generations`` replies per prompt and passes ``answer`` and ``options`` to the reward functions of
+:mod:`mcq_unsloth.training.rewards`, weighted by ``grpo.reward_weights``. TRL logs each reward's mean and standard
+deviation, the share of groups without reward spread (``frac_reward_zero_std``: no learning signal), KL and
+completion lengths; they are drawn in ``reward_curves.png``. Every ``train.eval_steps`` the letter accuracy on
+the validation questions is measured as ``eval`` would (``eval_accuracy``), and drawn beside the rewards.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..config import Config, check_trainer_names
+from ..data.questions import Question, write_questions
+from ..model.backends import ModelLoadError, fast_inference_problem, load_model, model_source, resolve_backend
+from ..model.precision import mixed_precision
+from ..prompts import build_messages
+from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
+from ..data.sources import load_splits
+
+
+def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Run GRPO as ``config`` says, writing checkpoints, the adapter and reward curves into ``run_dir``."""
+    backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
+    check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
+    from trl import GRPOConfig, GRPOTrainer
+
+    from .callbacks import McqAccuracy, TrainingRecord
+    from .rewards import REWARDS
+
+    if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
+        raise ModelLoadError(f"grpo.fast_inference is unavailable here: {problem}. Run without it "
+                             f"(--set grpo.fast_inference=false): generation then uses transformers")
+    train_questions, val_questions = load_splits(config.data)
+    if not val_questions:
+        print("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
+              "letter accuracy is not measured during training, only its rewards", file=sys.stderr)
+    loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
+                        load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
+                        lora=config.lora, seed=config.train.seed,
+                        gradient_checkpointing=config.train.gradient_checkpointing,
+                        vllm_memory=config.grpo.gpu_memory_utilization if config.grpo.fast_inference else None)
+    names = list(config.grpo.reward_weights)
+    train = {k: v for k, v in vars(config.train).items()
+             if k not in ("gradient_checkpointing", "eval_steps", "per_device_eval_batch_size",
+                          "load_best_model_at_end", "metric_for_best_model")}
+    args = GRPOConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        num_generations=config.grpo.num_generations,
+        max_completion_length=config.grpo.max_completion_length,
+        beta=config.grpo.beta,
+        temperature=config.grpo.temperature,
+        reward_weights=[config.grpo.reward_weights[name] for name in names],
+        eval_strategy="no",
+        save_strategy="steps",
+        gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
+        dataloader_num_workers=0,
+        **mixed_precision(config.model.dtype),
+        **train,
+    )
+    # GRPOTrainer's own evaluation would sample replies; letter scoring is what eval reports, and cheap.
+    accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size,
+                           every=config.train.eval_steps)
+    trainer = GRPOTrainer(
+        model=loaded.model,
+        reward_funcs=[REWARDS[name] for name in names],
+        args=args,
+        train_dataset=prompt_dataset(train_questions, config),
+        processing_class=loaded.tokenizer,
+        callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
+    )
+    if val_questions:
+        write_questions(val_questions, run_dir / VALIDATION_FILE)
+    checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if val_questions:
+        accuracy.finish(trainer)
+    adapter_dir = run_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    loaded.tokenizer.save_pretrained(str(adapter_dir))
+    write_training_record(adapter_dir, config, backend)
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names, config)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def prompt_dataset(questions: list[Question], config: Config):
+    """GRPO's dataset: each question's chat prompt, with its answer and options for the reward functions."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"id": q.id, "prompt": build_messages(q, config.prompt), "answer": q.answer,
+                               "options": q.options} for q in questions])
+
+
+def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from,
+            names: list[str], config: Config) -> dict:
+    from ..plots import plot_curves
+
+    write_history(history, run_dir)
+    plot_curves(history, run_dir / "reward_curves.png", [
+        ("rewards (mean)", [f"rewards/{name}/mean" for name in names] + ["reward"]),
+        ("MCQ accuracy (validation)", ["eval_accuracy"]),
+        ("groups without reward spread", ["frac_reward_zero_std"]),
+        ("KL", ["kl"]), ("loss", ["loss"]), ("completion length", ["completions/mean_length"]),
+    ], title=f"GRPO {run_dir.name}")
+    return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
+            "steps": max((row.get("step", 0) for row in history), default=0),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            **{f"reward_{name}": last_logged(history, f"rewards/{name}/mean") for name in names},
+            "kl": last_logged(history, "kl"), "eval_accuracy": last_logged(history, "eval_accuracy"),
+            **eval_command(run_dir, adapter_dir, config)}

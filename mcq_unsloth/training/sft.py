@@ -1,0 +1,107 @@
+"""Supervised fine-tuning with the loss on the answer only: TRL's ``SFTTrainer`` on prompt-completion data.
+
+Each question becomes ``{"prompt": [system, user], "completion": [assistant: "B"]}``; TRL renders both with
+the chat template and labels every prompt token -100 (``completion_only_loss``). Evaluation adds MCQ accuracy
+from letter scoring on the validation questions next to the eval loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config, check_trainer_names
+from ..data.questions import DataError, Question, write_questions
+from ..model.backends import load_model, model_source, resolve_backend
+from ..model.precision import mixed_precision
+from ..prompts import build_messages
+from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, whole_run_loss, write_history, write_training_record
+from ..data.sources import load_splits
+
+
+def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
+    """Run SFT as ``config`` says, writing checkpoints, the adapter and curves into ``run_dir``."""
+    backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
+    check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
+    from trl import SFTConfig, SFTTrainer
+
+    from .callbacks import McqAccuracy, TrainingRecord
+
+    train_questions, val_questions = load_splits(config.data)
+    loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
+                        load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
+                        lora=config.lora, seed=config.train.seed,
+                        gradient_checkpointing=config.train.gradient_checkpointing)
+    args = SFTConfig(
+        output_dir=str(run_dir / "checkpoints"),
+        max_length=config.model.max_seq_length,
+        completion_only_loss=True,
+        eval_strategy="steps" if val_questions else "no",
+        save_strategy="steps",
+        gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
+        **mixed_precision(config.model.dtype),
+        dataloader_num_workers=0,
+        **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
+    )
+    accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size)
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=args,
+        train_dataset=_prompt_completion(train_questions, config),
+        eval_dataset=_prompt_completion(val_questions, config) if val_questions else None,
+        processing_class=loaded.tokenizer,
+        callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
+    )
+    _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train, config)
+    if val_questions:
+        _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
+                                  config)
+        write_questions(val_questions, run_dir / VALIDATION_FILE)
+    checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    if val_questions:
+        accuracy.finish(trainer)
+    adapter_dir = run_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    loaded.tokenizer.save_pretrained(str(adapter_dir))
+    write_training_record(adapter_dir, config, backend)
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, config)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _prompt_completion(questions: list[Question], config: Config):
+    from datasets import Dataset
+
+    return Dataset.from_list([
+        {"id": q.id, "prompt": build_messages(q, config.prompt),
+         "completion": [{"role": "assistant", "content": q.answer}]}
+        for q in questions
+    ])
+
+
+def _check_every_example_kept(prepared, questions: list[Question], source: str, config: Config) -> None:
+    """TRL drops examples whose answer was cut off by ``max_length``; training on fewer than asked, silently,
+    is worse than stopping."""
+    kept = set(prepared["id"])
+    lost = [q for q in questions if q.id not in kept]
+    if lost:
+        q = lost[0]
+        raise DataError(source, f"{len(lost)} example(s) have no answer token left after truncating "
+                        f"to model.max_seq_length={config.model.max_seq_length}, first id {q.id!r}",
+                        row=q.row or None, fix="raise model.max_seq_length or shorten the question")
+
+
+def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config
+            ) -> dict:
+    from ..plots import plot_curves
+
+    write_history(history, run_dir)
+    plot_curves(history, run_dir / "train_curves.png", [
+        ("loss", ["loss", "eval_loss"]), ("MCQ accuracy (validation)", ["eval_accuracy"]),
+        ("learning rate", ["learning_rate"]),
+    ], title=f"SFT {run_dir.name}")
+    return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
+            "steps": max((row.get("step", 0) for row in history), default=0),
+            "resumed_from": str(resumed_from) if resumed_from else None,
+            "train_loss": whole_run_loss(history, resumed_from), "eval_loss": last_logged(history, "eval_loss"),
+            "eval_accuracy": last_logged(history, "eval_accuracy"), **eval_command(run_dir, adapter_dir, config)}
