@@ -4,7 +4,8 @@ Importing the package is cheap and has no side effects: torch, transformers and 
 model is loaded.
 """
 
-from .data.questions import DataError, Question, load_questions
+from .data.questions import Question, load_questions
+from .errors import DataError
 from .extraction import extract_answer
 
 __version__ = "0.1.0"

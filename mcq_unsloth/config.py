@@ -19,23 +19,12 @@ from typing import Any
 
 import yaml
 
+from .errors import ConfigError
 from .model.precision import DTYPES
 from .prompts import PromptConfig
 
 SYNTH_SOURCE = re.compile(r"^synth(-held-out)?:(\d+)$")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class ConfigError(ValueError):
-    """Everything wrong with a configuration, one problem per line."""
-
-    def __init__(self, problems: list[str], source: str | None = None):
-        self.problems = problems
-        head = f"{source}: " if source else ""
-        if len(problems) == 1:
-            super().__init__(head + problems[0])
-        else:
-            super().__init__(head + f"{len(problems)} problems in the configuration:\n  - " + "\n  - ".join(problems))
 
 
 def _choice(default: str, *choices: str, doc: str = ""):
@@ -228,7 +217,7 @@ def check_trainer_names(train: TrainConfig) -> None:
     >>> check_trainer_names(TrainConfig(optim="adamw_fake"))
     Traceback (most recent call last):
     ...
-    mcq_unsloth.config.ConfigError: train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit', 'adamw_torch_fused' or 'adamw_torch'?
+    mcq_unsloth.errors.ConfigError: train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit', 'adamw_torch_fused' or 'adamw_torch'?
     """
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
@@ -276,7 +265,7 @@ def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | Non
     >>> from_dict({"lora": {"rank": 8}})
     Traceback (most recent call last):
     ...
-    mcq_unsloth.config.ConfigError: lora.rank: unknown key; did you mean 'lora.r'?
+    mcq_unsloth.errors.ConfigError: lora.rank: unknown key; did you mean 'lora.r'?
     """
     problems: list[str] = []
     data = _deep_copy(data)

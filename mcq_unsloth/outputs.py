@@ -16,9 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-class OutputError(OSError):
-    """An output that cannot be written, or that another process is writing: the user's to fix."""
+from .errors import OutputError
 
 
 def check_writable(path: str | Path, folder: bool = False) -> None:

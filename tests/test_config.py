@@ -2,7 +2,8 @@
 
 import pytest
 
-from mcq_unsloth.config import Config, ConfigError, from_dict, load_config, valid_keys
+from mcq_unsloth.config import Config, from_dict, load_config, valid_keys
+from mcq_unsloth.errors import ConfigError
 
 
 def problems(data, overrides=()):

@@ -17,11 +17,11 @@ import gguf
 import pytest
 from helpers import error_line, run
 
+from mcq_unsloth.errors import ExportError, LlamaCppUnusable
 from mcq_unsloth.inference import llamacpp_check
 from mcq_unsloth.inference.gguf_check import check_gguf
-from mcq_unsloth.convert.gguf_writer import ExportError
 from mcq_unsloth.inference.llamacpp import GgufModel
-from mcq_unsloth.inference.llamacpp_check import LlamaCppUnusable, check_llama_cpp, failure_message, write_probe_model
+from mcq_unsloth.inference.llamacpp_check import check_llama_cpp, failure_message, write_probe_model
 
 import llama_cpp  # make install builds it
 

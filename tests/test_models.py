@@ -6,10 +6,11 @@ import pytest
 
 from mcq_unsloth import Question
 from mcq_unsloth.config import LoraConfig
-from mcq_unsloth.inference.scoring import letter_token_ids, score_questions
-from mcq_unsloth.model.backends import ModelLoadError, load_model, resolve_backend
-from mcq_unsloth.prompts import PromptConfig
 from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.errors import ModelLoadError
+from mcq_unsloth.inference.scoring import letter_token_ids, score_questions
+from mcq_unsloth.model.backends import load_model, resolve_backend
+from mcq_unsloth.prompts import PromptConfig
 
 
 def test_tiny_tokenizer_round_trips_chinese_and_has_single_letter_tokens(tiny_tokenizer):

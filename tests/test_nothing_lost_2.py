@@ -6,8 +6,6 @@ crashed later, 6 line separators, 7 CSV shape, 8 clean output."""
 import errno
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 

@@ -3,7 +3,8 @@
 import pytest
 
 from mcq_unsloth import Question
-from mcq_unsloth.config import ConfigError, from_dict
+from mcq_unsloth.config import from_dict
+from mcq_unsloth.errors import ConfigError
 from mcq_unsloth.prompts import PromptConfig, build_messages, render_prompt
 
 Q = Question("1", "中国的首都是哪座城市？", {"A": "北京", "B": "上海", "C": "广州", "D": "深圳"}, "A")

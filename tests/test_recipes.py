@@ -3,7 +3,8 @@
 import pytest
 
 from mcq_unsloth.config import load_config
-from mcq_unsloth.training.recipes import RecipeNotFound, copy_recipe, describe, find_recipe, shipped_recipes
+from mcq_unsloth.errors import RecipeNotFound
+from mcq_unsloth.training.recipes import copy_recipe, describe, find_recipe, shipped_recipes
 
 SHIPPED = shipped_recipes()
 

@@ -29,13 +29,7 @@ class UserError(click.ClickException):
 
 def user_error_types() -> tuple[type[Exception], ...]:
     """The exceptions that are the user's to fix, imported only when a command needs them."""
-    from ..config import ConfigError
-    from ..data.questions import DataError
-    from ..convert.gguf_writer import ExportError
-    from ..inference.scoring import LongQuestions
-    from ..model.backends import ModelLoadError
-    from ..outputs import OutputError
-    from ..training.recipes import RecipeNotFound
+    from ..errors import ConfigError, DataError, ExportError, LongQuestions, ModelLoadError, OutputError, RecipeNotFound
 
     return (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, ExportError,
             FileExistsError, FileNotFoundError)

@@ -70,8 +70,8 @@ def _prediction_options(command):
 
 def _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long, **columns):
     """Parse the shared options and read the questions: bad input fails before anything slow."""
-    from ..inference.files import PredictSettings
     from ..data.sources import load_source
+    from ..inference.files import PredictSettings
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")
@@ -170,7 +170,7 @@ def _load_gguf(path: str, weights: str):
 def _answering(data_file: str, answers: Path):
     """Around answering a file: questions too long for the model are named with the file, and Ctrl-C says where
     the answers so far are and how to finish."""
-    from ..inference.scoring import LongQuestions
+    from ..errors import LongQuestions
 
     try:
         yield
@@ -196,8 +196,8 @@ def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
 def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
             backend, dtype, load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
-    from ..outputs import check_writable, exclusive, same_file
     from ..inference.files import answered, predict_file
+    from ..outputs import check_writable, exclusive, same_file
 
     out, raw = Path(out), Path(raw) if raw else None
     _refuse_overwriting_input(data_file, [out] + ([raw] if raw else []))
@@ -229,9 +229,9 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
                  backend, dtype, load_in_4bit, template, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
-    from ..data.questions import DataError
-    from ..outputs import check_writable, exclusive
+    from ..errors import DataError
     from ..inference.files import EVAL_FILES, answered, evaluate_file
+    from ..outputs import check_writable, exclusive
 
     out_dir = Path(out_dir)
     _refuse_overwriting_input(data_file, [out_dir / name for name in EVAL_FILES])
@@ -344,10 +344,10 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
     import torch
 
     from ..bench.runner import format_table, inference_speed
+    from ..data.synth import synth_questions
     from ..inference.scoring import prompt_token_ids
     from ..model.backends import resolve_backend
     from ..training.folders import training_record
-    from ..data.synth import synth_questions
 
     if model_dir and shape:
         raise UserError("give --model or --shape, not both")

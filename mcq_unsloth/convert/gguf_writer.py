@@ -18,11 +18,8 @@ import math
 import os
 from pathlib import Path
 
+from ..errors import ExportError
 from ..model.tiny import QWEN2_SPLIT
-
-
-class ExportError(ValueError):
-    """A model, tokenizer or setting the export cannot turn into what was asked: the user's to fix."""
 
 
 # Llama 3's split, as its tokenizer.json writes it: like Qwen2's, with numbers in runs of up to three digits.

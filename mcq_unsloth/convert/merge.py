@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from ..data.questions import Question
-from .gguf_writer import ExportError
+from ..errors import ExportError
 
 # Largest difference of a letter probability allowed between the merged model and the adapter: rounding the
 # merged weights to 16 bits moved them by up to 0.022 (bfloat16) and 0.004 (float16) on the demo's adapter;

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gguf_writer import ExportError
+from ..errors import ExportError
 
 CHATML_GO = """{{- if .System }}<|im_start|>system
 {{ .System }}<|im_end|>

@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .gguf_writer import ExportError
+from ..errors import ExportError
 from ..inference.llamacpp import llama_cpp
 
 # llama.cpp's file types (enum llama_ftype) for the quantizations we offer through it.

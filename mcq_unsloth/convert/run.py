@@ -13,7 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .gguf_writer import GGUF_PY_QUANTS, ExportError
+from ..errors import ExportError
+from .gguf_writer import GGUF_PY_QUANTS
 from .quantize import LLAMA_CPP_QUANTS, fallbacks
 
 QUANTS = (*GGUF_PY_QUANTS, *LLAMA_CPP_QUANTS)

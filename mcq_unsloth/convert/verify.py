@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.questions import Question
+from ..errors import ExportError
 from ..inference.gguf_check import check_gguf
-from .gguf_writer import ExportError
 from ..inference.llamacpp import GgufModel
 
 NEAR = 0.01
@@ -26,10 +26,10 @@ def verify_gguf(path: str | Path, reference: str | Path, questions: list[Questio
     ``questions``; returns counts and the largest difference of letter probabilities."""
     from tqdm.auto import tqdm
 
+    from ..inference.llamacpp import llama_cpp
     from ..inference.scoring import score_questions
     from ..model.backends import load_model
     from ..prompts import render_prompt
-    from ..inference.llamacpp import llama_cpp
 
     check_gguf(path)  # before the reference model loads: a bad file stops at once
     llama_cpp("checking a GGUF file")

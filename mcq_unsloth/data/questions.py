@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import DataError
 from ..outputs import replacing
-from .readers import DataError, read_records
+from .readers import read_records
 
 LETTERS = "ABCDEFGHIJ"
 

@@ -13,22 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-
-class DataError(ValueError):
-    """A problem with an input file, phrased for the person who has to fix it.
-
-    >>> str(DataError("q.csv", "answer is 'E'", row=3, column="answer", fix="use one of A, B, C, D"))
-    "q.csv: data row 3, column 'answer': answer is 'E'. Fix: use one of A, B, C, D."
-    """
-
-    def __init__(self, path: str | Path, problem: str, *, row: int | None = None,
-                 column: str | None = None, fix: str | None = None):
-        self.path, self.problem, self.row, self.column, self.fix = str(path), problem, row, column, fix
-        where = [f"data row {row}"] if row is not None else []
-        if column is not None:
-            where.append(f"column '{column}'")
-        message = f"{self.path}: " + (", ".join(where) + ": " if where else "") + problem
-        super().__init__(message + (f". Fix: {fix}." if fix else "."))
+from ..errors import DataError
 
 
 def read_records(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:

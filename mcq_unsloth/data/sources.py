@@ -7,7 +7,8 @@ A source is a file path, ``shipped:NAME`` (a file in the package's data folder),
 from __future__ import annotations
 
 from ..config import SYNTH_SOURCE, DataConfig
-from .questions import DataError, Question, load_questions, split_questions, stratified_subset
+from ..errors import DataError
+from .questions import Question, load_questions, split_questions, stratified_subset
 from ..resources import shipped_file
 from .synth import synth_questions
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..data.questions import LETTERS, Question
-from .scoring import fit_to_context
 from ..model.backends import out_of_memory_errors
+from .scoring import fit_to_context
 
 
 @dataclass
@@ -116,10 +116,10 @@ def answered(out: Path, settings: PredictSettings, questions: list[Question]) ->
     after a crash before its first write, or a header alone): it starts afresh.
 
     A last line cut short by a crash is dropped, and so is an answer whose raw record is missing (it is asked
-    again), each file rewritten only then. Raises :class:`~mcq_unsloth.outputs.OutputError` when the file was
+    again), each file rewritten only then. Raises :class:`~mcq_unsloth.errors.OutputError` when the file was
     written with other columns, with other settings (:meth:`PredictSettings.record`), or holds ids that
     ``questions`` lack: resuming would mix two runs."""
-    from ..outputs import OutputError
+    from ..errors import OutputError
 
     header = [settings.id_column, settings.answer_column]
     rows = list(csv.reader(io.StringIO(_whole_csv(out), newline="")))
@@ -155,9 +155,9 @@ def record_path(out: Path) -> Path:
 
 
 def _same_settings(out: Path, expected: dict) -> None:
-    """Raise :class:`~mcq_unsloth.outputs.OutputError` unless the answers in ``out`` were produced with the
+    """Raise :class:`~mcq_unsloth.errors.OutputError` unless the answers in ``out`` were produced with the
     settings ``expected``, naming each difference."""
-    from ..outputs import OutputError
+    from ..errors import OutputError
 
     path = record_path(out)
     try:

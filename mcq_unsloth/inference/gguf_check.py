@@ -10,7 +10,7 @@ import functools
 import struct
 from pathlib import Path
 
-from ..convert.gguf_writer import ExportError
+from ..errors import ExportError
 
 MAGIC = b"GGUF"
 FIX = "copy or export it again"

@@ -12,8 +12,8 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import ExportError
 from .gguf_check import check_gguf
-from ..convert.gguf_writer import ExportError
 from .llamacpp_check import check_llama_cpp
 
 MISSING = ("llama-cpp-python is not installed: {what} needs it. `make install` builds it (about 5-10 minutes the "
@@ -122,8 +122,8 @@ class GgufModel:
         """Greedy replies and the letters extracted from them, as
         :func:`mcq_unsloth.inference.scoring.generate_answers` gives them."""
         from ..extraction import extract_answer
-        from .scoring import Generated
         from ..prompts import render_prompt
+        from .scoring import Generated
 
         tokenizer, stop = GgufTokenizer(self), self.end_of_generation()
         results = []

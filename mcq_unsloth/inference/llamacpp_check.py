@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..convert.gguf_writer import ExportError
+from ..errors import LlamaCppUnusable
 
 REBUILD = "rebuild it for any CPU with `make llama-cpp` in the mcq-unsloth checkout (see the README's llama.cpp build)"
 TIMEOUT_S = 120
@@ -52,10 +52,6 @@ print("ran", flush=True)
 """
 
 _passed: set[str] = set()
-
-
-class LlamaCppUnusable(ExportError):
-    """The installed llama.cpp cannot run on this machine: the machine's condition, told in one line."""
 
 
 def check_llama_cpp() -> None:

@@ -16,12 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..data.questions import Question
+from ..errors import LongQuestions
 from ..extraction import extract_answer
 from ..prompts import PromptConfig, fit_question, render_prompt
-
-
-class LongQuestions(ValueError):
-    """Questions whose prompts do not fit the model's context, with ``on_long="error"`` (or too long to shorten)."""
 
 
 @dataclass

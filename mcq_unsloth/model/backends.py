@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import LoraConfig
+from ..errors import ModelLoadError
 from .precision import torch_dtype
 
 
 # Modules that Unsloth trains in full (a copy saved with the adapter) when named in lora.target_modules.
 FULLY_TRAINED = ("embed_tokens", "lm_head")
-
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be loaded, with what to do about it."""
 
 
 OFFLINE_HINT = ("Without network access, point to a local copy (recipes: --set model.name=LOCAL_PATH), or try "
@@ -250,11 +247,11 @@ def _load_hf(source: str, settings: _Settings, local_only: bool) -> Loaded:
 
 
 def _check_targets(net, targets: list[str], source: str) -> None:
-    """Raise :class:`~mcq_unsloth.config.ConfigError` when ``lora.target_modules`` names a module the model does
+    """Raise :class:`~mcq_unsloth.errors.ConfigError` when ``lora.target_modules`` names a module the model does
     not have, listing the linear layers it does have (PEFT would stop with a traceback, or train nothing)."""
     import torch
 
-    from ..config import ConfigError
+    from ..errors import ConfigError
 
     names = {name.rpartition(".")[2] for name, _ in net.named_modules()}
     if unknown := [t for t in targets if t not in names]:

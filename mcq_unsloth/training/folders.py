@@ -18,14 +18,11 @@ from pathlib import Path
 import yaml
 
 from ..config import Config, dump_yaml, to_dict
+from ..errors import RunExists
 from ..outputs import empty_folder, replacing, write_text
 
 LIBRARIES = ("mcq-unsloth", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
              "unsloth", "unsloth_zoo")
-
-
-class RunExists(FileExistsError):
-    pass
 
 
 def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from ..config import Config, check_trainer_names
 from ..data.questions import Question, write_questions
-from ..model.backends import ModelLoadError, fast_inference_problem, load_model, model_source, resolve_backend
+from ..data.sources import load_splits
+from ..errors import ModelLoadError
+from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
+from ..model.backends import fast_inference_problem, load_model, model_source, resolve_backend
 from ..model.precision import mixed_precision
 from ..prompts import build_messages
-from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
-from ..data.sources import load_splits
 
 
 def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:

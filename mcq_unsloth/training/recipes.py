@@ -9,11 +9,8 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from ..errors import RecipeNotFound
 from ..resources import shipped_dir
-
-
-class RecipeNotFound(LookupError):
-    pass
 
 
 def shipped_recipes() -> dict[str, Path]:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config, check_trainer_names
-from ..data.questions import DataError, Question, write_questions
+from ..data.questions import Question, write_questions
+from ..data.sources import load_splits
+from ..errors import DataError
+from .folders import (VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, whole_run_loss, write_history,
+    write_training_record)
 from ..model.backends import load_model, model_source, resolve_backend
 from ..model.precision import mixed_precision
 from ..prompts import build_messages
-from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, whole_run_loss, write_history, write_training_record
-from ..data.sources import load_splits
 
 
 def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:

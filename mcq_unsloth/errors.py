@@ -1,0 +1,63 @@
+"""The errors mcq-unsloth raises where the user's input or machine is at fault, in one place: the API raises them,
+the command line turns each into one line and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A problem with an input file, phrased for the person who has to fix it.
+
+    >>> str(DataError("q.csv", "answer is 'E'", row=3, column="answer", fix="use one of A, B, C, D"))
+    "q.csv: data row 3, column 'answer': answer is 'E'. Fix: use one of A, B, C, D."
+    """
+
+    def __init__(self, path: str | Path, problem: str, *, row: int | None = None,
+                 column: str | None = None, fix: str | None = None):
+        self.path, self.problem, self.row, self.column, self.fix = str(path), problem, row, column, fix
+        where = [f"data row {row}"] if row is not None else []
+        if column is not None:
+            where.append(f"column '{column}'")
+        message = f"{self.path}: " + (", ".join(where) + ": " if where else "") + problem
+        super().__init__(message + (f". Fix: {fix}." if fix else "."))
+
+
+class ConfigError(ValueError):
+    """Everything wrong with a configuration, one problem per line."""
+
+    def __init__(self, problems: list[str], source: str | None = None):
+        self.problems = problems
+        head = f"{source}: " if source else ""
+        if len(problems) == 1:
+            super().__init__(head + problems[0])
+        else:
+            super().__init__(head + f"{len(problems)} problems in the configuration:\n  - " + "\n  - ".join(problems))
+
+
+class OutputError(OSError):
+    """An output that cannot be written, or that another process is writing: the user's to fix."""
+
+
+class RunExists(FileExistsError):
+    pass
+
+
+class RecipeNotFound(LookupError):
+    pass
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded, with what to do about it."""
+
+
+class LongQuestions(ValueError):
+    """Questions whose prompts do not fit the model's context, with ``on_long="error"`` (or too long to shorten)."""
+
+
+class ExportError(ValueError):
+    """A model, tokenizer or setting the export cannot turn into what was asked: the user's to fix."""
+
+
+class LlamaCppUnusable(ExportError):
+    """The installed llama.cpp cannot run on this machine: the machine's condition, told in one line."""
