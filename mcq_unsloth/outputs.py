@@ -8,15 +8,17 @@ line that a crash left unfinished.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .errors import OutputError
+
+log = logging.getLogger(__name__)
 
 
 def check_writable(path: str | Path, folder: bool = False) -> None:
@@ -110,7 +112,7 @@ def exclusive(path: str | Path):
     lock.parent.mkdir(parents=True, exist_ok=True)
     if not _create(lock):
         if (holder := _holder(lock)) is None:
-            print(f"note: taking over {lock}, left by a process that is no longer running", file=sys.stderr)
+            log.warning(f"note: taking over {lock}, left by a process that is no longer running")
             lock.unlink(missing_ok=True)
         if holder is not None or not _create(lock):
             raise OutputError(f"{path} is being written by {holder or _holder(lock) or 'another process'} (lock "

@@ -1,4 +1,8 @@
-"""Pictures of a run, so nobody needs a cloud tracker: curves from the trainer's log history."""
+"""Pictures of a run, so nobody needs a cloud tracker: curves from the trainer's log history.
+
+Every picture is drawn on its own :class:`matplotlib.figure.Figure`, never through pyplot's global state, so
+the library never changes a notebook's plotting backend: a notebook shows the returned figure inline, and the
+run folder gets the same figure as PNG."""
 
 from __future__ import annotations
 
@@ -7,13 +11,10 @@ from pathlib import Path
 from .outputs import replacing
 
 
-def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[str]]], title: str) -> Path | None:
-    """Plot logged values against step, one panel per ``(label, [keys])``; panels with no data are left out.
-    Returns the file written, or None when nothing was logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def curves_figure(history: list[dict], panels: list[tuple[str, list[str]]], title: str):
+    """Logged values against step, one panel per ``(label, [keys])``; panels with no data are left out. Returns
+    the :class:`~matplotlib.figure.Figure`, or None when nothing was logged."""
+    from matplotlib.figure import Figure
 
     series = []
     for label, keys in panels:
@@ -25,7 +26,8 @@ def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[st
         return None
     columns = min(3, len(series))
     rows = -(-len(series) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.3 * rows), squeeze=False)
+    figure = Figure(figsize=(4.4 * columns, 3.3 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat[len(series):]:
         axis.set_visible(False)
     for axis, (label, lines) in zip(axes.flat, series):
@@ -38,20 +40,25 @@ def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[st
         if len(lines) > 1:
             axis.legend(fontsize=8)
     figure.suptitle(title)
-    return _save(figure, path)
+    figure.tight_layout()
+    return figure
+
+
+def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[str]]], title: str) -> Path | None:
+    """:func:`curves_figure` written to ``path`` as PNG; returns the file, or None when nothing was logged."""
+    figure = curves_figure(history, panels, title)
+    return None if figure is None else _save(figure, path)
 
 
 def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str) -> Path:
     """A gold-by-predicted heatmap with counts; predictions with no letter form the column ``none``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     gold = sorted(confusion)
     predicted = sorted({p for row in confusion.values() for p in row} | set(gold), key=lambda x: (x == "none", x))
     counts = [[confusion[g].get(p, 0) for p in predicted] for g in gold]
-    figure, axis = plt.subplots(figsize=(1.1 * len(predicted) + 1.6, 1.0 * len(gold) + 1.4))
+    figure = Figure(figsize=(1.1 * len(predicted) + 1.6, 1.0 * len(gold) + 1.4))
+    axis = figure.subplots()
     image = axis.imshow(counts, cmap="Blues")
     axis.set_xticks(range(len(predicted)), predicted)
     axis.set_yticks(range(len(gold)), gold)
@@ -68,14 +75,12 @@ def plot_confusion(confusion: dict[str, dict[str, int]], path: Path, title: str)
 
 def plot_bench(rows: list[dict], path: Path, title: str) -> Path:
     """Bars per task: speed (samples/s) on top, peak memory below, one bar per backend and variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = [row for row in rows if "error" not in row]
     tasks = list(dict.fromkeys(row["task"] for row in rows))
-    figure, axes = plt.subplots(2, max(len(tasks), 1), figsize=(3.4 * max(len(tasks), 1), 5.4), squeeze=False)
+    figure = Figure(figsize=(3.4 * max(len(tasks), 1), 5.4))
+    axes = figure.subplots(2, max(len(tasks), 1), squeeze=False)
     colors = {"unsloth": "tab:green", "hf": "tab:blue"}
     for column, task in enumerate(tasks):
         mine = [row for row in rows if row["task"] == task]
@@ -95,11 +100,8 @@ def plot_bench(rows: list[dict], path: Path, title: str) -> Path:
 
 
 def _save(figure, path: Path) -> Path:
-    """Lay the figure out, write it as PNG (replacing ``path`` whole) and free it."""
-    import matplotlib.pyplot as plt
-
+    """Lay the figure out and write it as PNG, replacing ``path`` whole."""
     figure.tight_layout()
     with replacing(path, "wb") as out:
         figure.savefig(out, format="png", dpi=110)
-    plt.close(figure)
     return path

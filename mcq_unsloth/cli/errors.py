@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import sys
 from pathlib import Path
@@ -51,6 +52,23 @@ def user_errors(*writes: str | Path):
         where = getattr(error, "filename", None) or ", ".join(map(str, writes))
         raise UserError(f"{f'{where}: ' if where else ''}{os.strerror(code).lower()}; {MACHINE_FIXES[code]}") \
             from None
+
+
+class _Stderr(logging.Handler):
+    """The library's notes, warnings and progress lines, one per line on stderr (resolved when written, so a
+    redirected or captured stderr gets them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def show_library_messages() -> None:
+    """Show what mcq_unsloth logs (INFO and above) on stderr, as the command line's own lines."""
+    logger = logging.getLogger("mcq_unsloth")
+    if not any(isinstance(handler, _Stderr) for handler in logger.handlers):
+        logger.addHandler(_Stderr())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 @contextlib.contextmanager

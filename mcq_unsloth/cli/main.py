@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError, libraries_on_stderr, machine_errno, user_error_types, user_errors
+from .errors import (UserError, libraries_on_stderr, machine_errno, show_library_messages, user_error_types,
+                     user_errors)
 from .export import export, verify_gguf_command
 from .predict import bench, eval_command, predict
 from ..data.synth import KINDS, LEARNABLE_KINDS
@@ -23,6 +24,7 @@ from ..model.tiny import SHAPES
 @click.version_option(package_name="mcq-unsloth")
 def main():
     """Fine-tune LLMs on multiple-choice questions: recipes, fast scoring, evaluation, export."""
+    show_library_messages()
 
 
 for command in (predict, eval_command, bench, export, verify_gguf_command):

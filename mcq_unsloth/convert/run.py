@@ -8,14 +8,17 @@ a scratch folder, writes every asked quantization from one conversion, each with
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from ..errors import ExportError
 from .gguf_writer import GGUF_PY_QUANTS
 from .quantize import LLAMA_CPP_QUANTS, fallbacks
+
+log = logging.getLogger(__name__)
+
 
 QUANTS = (*GGUF_PY_QUANTS, *LLAMA_CPP_QUANTS)
 SAMPLE = 64  # questions compared by the merge check and by --verify
@@ -61,7 +64,7 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
         for quant, path in _write_quants(model, out, Path(scratch), quants, progress, record):
             entry = {"quant": quant, "file": str(path), "bytes": path.stat().st_size}
             if quant in LLAMA_CPP_QUANTS and (kept := fallbacks(path, quant)) is not None:
-                print(f"note: {kept}", file=sys.stderr)
+                log.warning(f"note: {kept}")
             if (modelfile := _modelfile(path, tokenizer, system)) is not None:
                 entry["modelfile"] = str(modelfile)
             if verify:
@@ -69,7 +72,7 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
 
                 entry["verify"] = verify_gguf(path, model, questions, prompt, progress=progress)
                 if (warning := check_targets(entry["verify"], quant)) is not None:
-                    print(f"warning: {warning}", file=sys.stderr)
+                    log.warning(f"warning: {warning}")
             result["gguf"].append(entry)
     return result
 
@@ -159,7 +162,7 @@ def _modelfile(path: Path, tokenizer, system: str | None) -> Path | None:
     try:
         return write_modelfile(path, tokenizer, system)
     except ExportError as error:
-        print(f"note: no Modelfile for {path.name}: {error}", file=sys.stderr)
+        log.warning(f"note: no Modelfile for {path.name}: {error}")
         return None
 
 

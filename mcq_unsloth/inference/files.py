@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -21,6 +21,8 @@ from pathlib import Path
 from ..data.questions import LETTERS, Question
 from ..model.backends import out_of_memory_errors
 from .scoring import fit_to_context
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,8 +143,8 @@ def answered(out: Path, settings: PredictSettings, questions: list[Question]) ->
     if settings.raw is not None:
         records = {json.loads(line)["id"]: line for line in reversed(_whole_lines(settings.raw))}
         if unrecorded := [row for row in kept if row[0] not in records]:
-            print(f"note: {len(unrecorded)} answer(s) in {out} have no record in {settings.raw}; asking them "
-                  f"again", file=sys.stderr)
+            log.warning(f"note: {len(unrecorded)} answer(s) in {out} have no record in {settings.raw}; asking them "
+                        f"again")
             kept = [row for row in kept if row[0] in records]
         _rewrite_if_changed(settings.raw, [records[row[0]] for row in kept])
     _rewrite_if_changed(out, [_csv_line(row) for row in [header, *kept]])

@@ -10,8 +10,8 @@ similar length; results never depend on the batch a question lands in.
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +19,8 @@ from ..data.questions import Question
 from ..errors import LongQuestions
 from ..extraction import extract_answer
 from ..prompts import PromptConfig, fit_question, render_prompt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -217,9 +219,8 @@ def fit_to_context(model, tokenizer, questions: list[Question], prompt: PromptCo
         if fitted[i] is None:
             raise LongQuestions(f"{_row_name(questions[i])}: even with its question and options cut to nothing, "
                                 f"its prompt takes more tokens than the model's context of {limit}")
-    print(f"warning: {len(long)} question(s) take more tokens than the model's context of {limit} and were "
-          f"shortened from the middle of their text: {named}. Pass --on-long error to stop instead",
-          file=sys.stderr)
+    log.warning(f"warning: {len(long)} question(s) take more tokens than the model's context of {limit} and were "
+                f"shortened from the middle of their text: {named}. Pass --on-long error to stop instead")
     return fitted, {questions[i].id for i, _ in long}
 
 

@@ -11,6 +11,7 @@ before it touches either.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -24,6 +25,10 @@ from .precision import torch_dtype
 
 
 # Modules that Unsloth trains in full (a copy saved with the adapter) when named in lora.target_modules.
+
+log = logging.getLogger(__name__)
+
+
 FULLY_TRAINED = ("embed_tokens", "lm_head")
 
 
@@ -285,9 +290,8 @@ def _use_the_templates_end_of_turn(tokenizer) -> None:
         return
     if (pair := (str(tokenizer.eos_token), end)) not in _warned_end_of_turn:
         _warned_end_of_turn.add(pair)
-        print(f"note: the tokenizer's end token is {tokenizer.eos_token!r} but its chat template ends a turn with "
-              f"{end!r}; using {end!r} (the answer ends with it in training, and generation stops on it)",
-              file=sys.stderr)
+        log.warning(f"note: the tokenizer's end token is {tokenizer.eos_token!r} but its chat template ends a turn "
+                    f"with {end!r}; using {end!r} (the answer ends with it in training, and generation stops on it)")
     tokenizer.eos_token = end
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -13,6 +13,8 @@ from ..data.questions import Question
 from ..inference.scoring import accuracy, score_questions
 from ..prompts import PromptConfig
 from .folders import write_training_record
+
+log = logging.getLogger(__name__)
 
 
 class McqAccuracy(TrainerCallback):
@@ -53,8 +55,7 @@ class McqAccuracy(TrainerCallback):
 
     def log(self, state, value: float, step: int, note: str = "") -> None:
         state.log_history.append({"eval_accuracy": value, "step": step})
-        print(f"step {step}: eval_accuracy {value:.3f} on {len(self.questions)} validation questions{note}",
-              file=sys.stderr)
+        log.info(f"step {step}: eval_accuracy {value:.3f} on {len(self.questions)} validation questions{note}")
 
     def finish(self, trainer) -> None:
         """Log the accuracy of the model the run saves, when it is not the one evaluated last: training went on

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -20,6 +21,9 @@ import yaml
 from ..config import Config, dump_yaml, to_dict
 from ..errors import RunExists
 from ..outputs import empty_folder, replacing, write_text
+
+log = logging.getLogger(__name__)
+
 
 LIBRARIES = ("mcq-unsloth", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
              "unsloth", "unsloth_zoo")
@@ -149,8 +153,7 @@ def resume_checkpoint(folder: Path) -> str | None:
     skipped: list[str] = []
     checkpoint = latest_checkpoint(folder, skipped)
     for problem in skipped:
-        print(f"note: skipping {problem}; resuming from {Path(checkpoint).name if checkpoint else 'the start'}",
-              file=sys.stderr)
+        log.warning(f"note: skipping {problem}; resuming from {Path(checkpoint).name if checkpoint else 'the start'}")
     return checkpoint
 
 

@@ -10,7 +10,7 @@ the validation questions is measured as ``eval`` would (``eval_accuracy``), and 
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from ..config import Config, check_trainer_names
@@ -21,6 +21,8 @@ from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoi
 from ..model.backends import fast_inference_problem, load_model, model_source, resolve_backend
 from ..model.precision import mixed_precision
 from ..prompts import build_messages
+
+log = logging.getLogger(__name__)
 
 
 def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
@@ -37,8 +39,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
                              f"(--set grpo.fast_inference=false): generation then uses transformers")
     train_questions, val_questions = load_splits(config.data)
     if not val_questions:
-        print("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
-              "letter accuracy is not measured during training, only its rewards", file=sys.stderr)
+        log.warning("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
+                    "letter accuracy is not measured during training, only its rewards")
     loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
                         load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
                         lora=config.lora, seed=config.train.seed,
