@@ -11,12 +11,17 @@ class DataError(ValueError):
 
     >>> str(DataError("q.csv", "answer is 'E'", row=3, column="answer", fix="use one of A, B, C, D"))
     "q.csv: data row 3, column 'answer': answer is 'E'. Fix: use one of A, B, C, D."
+    >>> str(DataError("DataFrame", "the question is empty", row=2, column="question", label="q7"))
+    "DataFrame: row 2 (index label 'q7'), column 'question': the question is empty."
     """
 
     def __init__(self, path: str | Path, problem: str, *, row: int | None = None,
-                 column: str | None = None, fix: str | None = None):
+                 column: str | None = None, fix: str | None = None, label=None):
         self.path, self.problem, self.row, self.column, self.fix = str(path), problem, row, column, fix
-        where = [f"data row {row}"] if row is not None else []
+        self.label = label  # a DataFrame row's index label, beside its 1-based position ``row``
+        where = []
+        if row is not None:
+            where.append(f"data row {row}" if label is None else f"row {row} (index label {label!r})")
         if column is not None:
             where.append(f"column '{column}'")
         message = f"{self.path}: " + (", ".join(where) + ": " if where else "") + problem

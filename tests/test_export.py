@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mcq_unsloth.cli.main import main
 from mcq_unsloth.convert.gguf_writer import write_gguf
 from mcq_unsloth.convert.verify import check_targets, verify_gguf
-from mcq_unsloth.data.questions import load_questions
+from mcq_unsloth import load_questions
 from mcq_unsloth.data.synth import synth_questions
 from mcq_unsloth.errors import ExportError
 from mcq_unsloth.resources import shipped_file

@@ -227,7 +227,7 @@ def long_csv(tmp_path):
 
 
 def huge_tokens(tokenizer, data):
-    from mcq_unsloth.data.questions import load_questions
+    from mcq_unsloth import load_questions
     from mcq_unsloth.inference.scoring import prompt_token_ids
 
     return len(prompt_token_ids(tokenizer, [load_questions(data)[1]])[0])

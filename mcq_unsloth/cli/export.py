@@ -72,9 +72,9 @@ def verify_gguf_command(file, reference, data_file, count):
     """Check FILE in llama.cpp against --reference: identical tokenization of the rendered prompts, and the same
     letter chosen at the answer position. Prints one JSON line."""
     from ..convert.verify import verify_gguf
-    from ..data.sources import load_source
+    from ..data.sources import load_questions
 
     with user_errors(), libraries_on_stderr():
-        questions = load_source(data_file)[:count]
+        questions = load_questions(data_file)[:count]
         result = verify_gguf(file, reference, questions)
     click.echo(json.dumps(result, ensure_ascii=False))

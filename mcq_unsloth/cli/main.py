@@ -44,10 +44,10 @@ def data():
 def data_check(file, as_json):
     """Validate FILE (CSV, TSV, JSONL or Parquet, or shipped:NAME as recipes name it) and summarize it."""
     from ..data.questions import summarize
-    from ..data.sources import load_source
+    from ..data.sources import load_questions
 
     with user_errors():
-        questions = load_source(file)
+        questions = load_questions(file)
     summary = summarize(questions)
     option_counts = sorted({len(q.options) for q in questions})
     click.echo(f"{file}: {summary['rows']} questions, {'/'.join(map(str, option_counts))} options each, "

@@ -70,14 +70,14 @@ def _prediction_options(command):
 
 def _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long, **columns):
     """Parse the shared options and read the questions: bad input fails before anything slow."""
-    from ..data.sources import load_source
+    from ..data.sources import load_questions
     from ..inference.files import PredictSettings
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")
     settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
                                on_long=on_long, **columns)
-    return settings, load_source(data_file)
+    return settings, load_questions(data_file)
 
 
 def _plan(model_dir, base, dtype, load_in_4bit, template) -> dict:

@@ -126,13 +126,13 @@ def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Pa
 def sample_questions(run_dir: Path | None):
     """The questions the checks compare answers on: a run's validation questions when it has them, else the
     shipped Chinese ones."""
-    from ..data.questions import load_questions
+    from ..data.questions import read_questions
     from ..resources import shipped_file
     from ..training.folders import VALIDATION_FILE
 
     if run_dir is not None and (run_dir / VALIDATION_FILE).is_file():
-        return load_questions(run_dir / VALIDATION_FILE)[:SAMPLE]
-    return load_questions(shipped_file("mcq_zh.csv"))[:SAMPLE]
+        return read_questions(run_dir / VALIDATION_FILE)[:SAMPLE]
+    return read_questions(shipped_file("mcq_zh.csv"))[:SAMPLE]
 
 
 def _write_quants(model: Path, out: Path, scratch: Path, quants: tuple[str, ...], progress: bool,

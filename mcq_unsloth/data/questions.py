@@ -54,7 +54,7 @@ class Question:
     row: int = field(default=0, compare=False)
 
 
-def load_questions(path: str | Path) -> list[Question]:
+def read_questions(path: str | Path) -> list[Question]:
     """Read questions from a ``.csv``, ``.tsv``, ``.jsonl``/``.json`` or ``.parquet`` file.
 
     Column names may be English or Chinese (question/题目/问题/問題, answer/答案/label, id, reasoning/理由);
@@ -65,13 +65,31 @@ def load_questions(path: str | Path) -> list[Question]:
     if not path.is_file():
         raise DataError(path, "file not found", fix="check the path")
     columns, records = read_records(path)
-    layout = _Layout.detect(path, columns)
-    questions = [layout.parse(path, row, record) for row, record in records]
-    if not questions:
-        raise DataError(path, "the file has no data rows", fix="add at least one question below the header")
-    if layout.answer is not None:
-        questions = _check_answers_all_or_none(path, layout.answer, questions)
-    _check_unique_ids(path, layout, questions)
+    return records_to_questions(path, columns, records)
+
+
+def records_to_questions(source: str | Path, columns: list[str], records: list[tuple[int, dict[str, Any]]],
+                         labels: dict[int, Any] | None = None) -> list[Question]:
+    """Questions from a table's column names and ``(data row, record)`` pairs, read as files are read; errors
+    name ``source``, the row (with ``labels``, a DataFrame's index label of each data row too) and the column.
+
+    >>> records_to_questions("table", ["question", "A", "B", "answer"], [(1, {"question": "1+1", "A": "2",
+    ...                      "B": "3", "answer": "A"})])[0].options
+    {'A': '2', 'B': '3'}
+    """
+    try:
+        layout = _Layout.detect(source, columns)
+        questions = [layout.parse(source, row, record) for row, record in records]
+        if not questions:
+            raise DataError(source, "the file has no data rows", fix="add at least one question below the header")
+        if layout.answer is not None:
+            questions = _check_answers_all_or_none(source, layout.answer, questions)
+        _check_unique_ids(source, layout, questions)
+    except DataError as error:
+        if labels is None or error.row not in labels:
+            raise
+        raise DataError(error.path, error.problem, row=error.row, column=error.column, fix=error.fix,
+                        label=labels[error.row]) from None
     return questions
 
 

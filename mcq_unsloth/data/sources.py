@@ -1,29 +1,74 @@
-"""Turning a recipe's ``data`` section into train and validation questions.
-
-A source is a file path, ``shipped:NAME`` (a file in the package's data folder), ``synth:N`` or
-``synth-held-out:N`` (generated, seeded by ``data.seed``).
-"""
+"""Where questions come from: files, ``shipped:NAME``, ``synth:N``, DataFrames, Datasets and lists of dicts
+(:func:`load_questions`), and a recipe's ``data`` section as train and validation questions."""
 
 from __future__ import annotations
 
+import os
+
 from ..config import SYNTH_SOURCE, DataConfig
 from ..errors import DataError
-from .questions import Question, load_questions, split_questions, stratified_subset
 from ..resources import shipped_file
+from .questions import Question, read_questions, records_to_questions, split_questions, stratified_subset
 from .synth import synth_questions
 
 
-def load_source(source: str, seed: int = 0) -> list[Question]:
-    """Questions from a path, ``shipped:NAME``, ``synth:N`` or ``synth-held-out:N``."""
-    synth = SYNTH_SOURCE.match(source)
-    if synth:
-        return synth_questions(int(synth.group(2)), seed, held_out=bool(synth.group(1)))
-    if source.startswith("shipped:"):
-        try:
-            return load_questions(shipped_file(source[8:]))
-        except FileNotFoundError as error:
-            raise DataError(source, str(error), fix="use one of the shipped names") from None
-    return load_questions(source)
+def load_questions(source, seed: int = 0) -> list[Question]:
+    """Questions from anything a user holds them in, with the same column detection, answer normalisation and
+    errors everywhere: a file path (CSV, TSV, JSONL, JSON, Parquet), ``shipped:NAME`` (a file shipped with
+    the package), ``synth:N`` or ``synth-held-out:N`` (generated, seeded by ``seed``), a ``pandas.DataFrame``
+    (a bad row is named by its position and index label; empty cells are NaN), a ``datasets.Dataset`` or a list
+    of dicts. Raises :class:`~mcq_unsloth.errors.DataError`.
+
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"question": ["1+1=?", "2+2=?"], "A": ["2", "4"], "B": ["3", "5"], "C": ["4", None]})
+    >>> [(q.id, list(q.options), q.answer) for q in load_questions(frame)]
+    [('1', ['A', 'B', 'C'], None), ('2', ['A', 'B'], None)]
+    >>> len(load_questions("synth:8")), load_questions("shipped:mcq_zh.csv")[0].id
+    (8, 'zh-001')
+    """
+    if isinstance(source, (str, os.PathLike)):
+        text = str(source)
+        if synth := SYNTH_SOURCE.match(text):
+            return synth_questions(int(synth.group(2)), seed, held_out=bool(synth.group(1)))
+        if text.startswith("shipped:"):
+            try:
+                return read_questions(shipped_file(text[8:]))
+            except FileNotFoundError as error:
+                raise DataError(text, str(error), fix="use one of the shipped names") from None
+        return read_questions(source)
+    kind = type(source).__name__
+    if kind == "DataFrame":
+        frame = source.astype(object).where(source.notna(), None)  # NaN, None, NA: an empty cell
+        records = [(position, dict(zip(frame.columns, values)))
+                   for position, values in enumerate(frame.itertuples(index=False, name=None), start=1)]
+        labels = dict(zip(range(1, len(frame) + 1), source.index.tolist()))
+        return records_to_questions("DataFrame", [str(c) for c in frame.columns], records, labels)
+    if kind == "Dataset" and hasattr(source, "column_names"):
+        return records_to_questions("Dataset", list(source.column_names), list(enumerate(source.to_list(), 1)))
+    if isinstance(source, (list, tuple)) and all(isinstance(item, dict) for item in source):
+        columns = list(dict.fromkeys(key for item in source for key in item))
+        return records_to_questions("list", columns, list(enumerate(source, start=1)))
+    raise TypeError(f"load_questions takes a path, shipped:NAME, synth:N, a pandas DataFrame, a datasets Dataset "
+                    f"or a list of dicts, not {kind}")
+
+
+def questions_frame(questions: list[Question]):
+    """The questions as a ``pandas.DataFrame``: ``id``, ``question``, one column per option letter (empty where a
+    question has fewer options), ``answer``, and ``reasoning`` when any question has one. What
+    :func:`load_questions` reads back.
+
+    >>> frame = questions_frame(load_questions("synth:2"))
+    >>> list(frame.columns), load_questions(frame) == load_questions("synth:2")
+    (['id', 'question', 'A', 'B', 'C', 'D', 'answer'], True)
+    """
+    import pandas as pd
+
+    letters = sorted({letter for q in questions for letter in q.options})
+    with_reasoning = any(q.reasoning for q in questions)
+    rows = [{"id": q.id, "question": q.question, **{x: q.options.get(x) for x in letters}, "answer": q.answer,
+             **({"reasoning": q.reasoning} if with_reasoning else {})} for q in questions]
+    return pd.DataFrame(rows, columns=["id", "question", *letters, "answer", *(["reasoning"] if with_reasoning
+                                                                             else [])])
 
 
 def load_splits(config: DataConfig) -> tuple[list[Question], list[Question]]:
@@ -32,10 +77,10 @@ def load_splits(config: DataConfig) -> tuple[list[Question], list[Question]]:
     if not config.train:
         raise DataError("data.train", "no training data is set",
                         fix="pass --set data.train=PATH (CSV, TSV, JSONL or Parquet)")
-    train = load_source(config.train, config.seed)
+    train = load_questions(config.train, config.seed)
     if config.validation:
         # A different seed, so generated validation questions are not the training ones.
-        validation = load_source(config.validation, config.seed + 1)
+        validation = load_questions(config.validation, config.seed + 1)
     else:
         train, validation = split_questions(train, config.val_fraction, config.seed)
     for name, questions in (("train", train), ("validation", validation)):

@@ -131,11 +131,11 @@ def build_tokenizer(vocab_size: int = 1024):
 
 def tokenizer_corpus() -> list[str]:
     """Our own text: the prompt templates around synthetic and shipped questions."""
-    from ..data.questions import load_questions
+    from ..data.questions import read_questions
 
     questions: list[Question] = synth_questions(400, seed=0)
     for path in sorted(shipped_dir("data").glob("*.*sv")):
-        questions += load_questions(path)
+        questions += read_questions(path)
     texts = []
     for q in questions:
         for template in TEMPLATES:

@@ -1,0 +1,72 @@
+"""The Python API a notebook uses, through the names at the package root: questions from DataFrames, Datasets
+and lists, and back."""
+
+import math
+
+import pandas as pd
+import pytest
+
+import mcq_unsloth
+from mcq_unsloth import DataError, load_questions, questions_frame
+
+
+# --- questions in memory ------------------------------------------------------------------------------
+
+def test_a_dataframe_with_nan_cells_numeric_ids_and_a_range_index():
+    frame = pd.DataFrame({
+        "id": [101, 102, 103],                                # numeric ids: read as text
+        "question": ["法国的首都在哪里？", "1+1=?", "哪个最大？"],
+        "A": ["巴黎", "2", "3"], "B": ["柏林", "3", "9"], "C": ["罗马", math.nan, "7"], "D": ["马德里", None, "1"],
+        "answer": ["A", "a", "（B）"],                       # answers normalised as in files
+    })
+    questions = load_questions(frame)
+    assert [q.id for q in questions] == ["101", "102", "103"]
+    assert list(questions[1].options) == ["A", "B"]          # NaN and None cells are empty options, trailing dropped
+    assert [q.answer for q in questions] == ["A", "A", "B"]
+
+
+def test_a_dataframe_without_an_answer_column_is_a_set_to_predict():
+    frame = pd.DataFrame({"题目": ["一加一？"], "A": ["二"], "B": ["三"]})
+    (question,) = load_questions(frame)
+    assert question.answer is None and question.id == "1"   # no id column: the 1-based row
+
+
+@pytest.mark.parametrize("frame, says", [
+    # the bad row is named by its position and its index label, with the column
+    (pd.DataFrame({"question": ["q1", "q2"], "A": ["x", "x"], "B": ["y", "y"], "answer": ["A", "E"]},
+                  index=["first", "second"]),
+     "DataFrame: row 2 (index label 'second'), column 'answer': answer E is not among the options A, B."),
+    (pd.DataFrame({"question": ["q1", math.nan], "A": ["x", "x"], "B": ["y", "y"]}, index=[10, 20]),
+     "DataFrame: row 2 (index label 20), column 'question': the question is empty."),
+    (pd.DataFrame({"question": ["q1", "q2"], "A": ["x", "x"], "B": ["y", "y"], "answer": ["A", None]}),
+     "DataFrame: row 2 (index label 1), column 'answer': the answer is empty here but given in 1 other rows."),
+    (pd.DataFrame({"text": ["q1"], "A": ["x"], "B": ["y"]}), "DataFrame: column 'question': no question column among ['text', 'A', 'B']"),
+])
+def test_a_bad_dataframe_row_is_named_by_position_and_index_label(frame, says):
+    with pytest.raises(DataError) as raised:
+        load_questions(frame)
+    assert str(raised.value).startswith(says), str(raised.value)
+
+
+def test_a_dataset_and_a_list_of_dicts_read_like_a_file(tmp_path):
+    from datasets import Dataset
+
+    rows = [{"question": "1+1=?", "choices": ["1", "2", "3"], "answer": 1},   # MMLU's shape: a 0-based index
+            {"question": "2+2=?", "choices": ["4", "5", "6"], "answer": 0}]
+    from_list = load_questions(rows)
+    assert from_list == load_questions(Dataset.from_list(rows))
+    assert [q.answer for q in from_list] == ["B", "A"] and from_list[0].options == {"A": "1", "B": "2", "C": "3"}
+    with pytest.raises(TypeError, match="not int"):
+        load_questions(3)
+
+
+def test_questions_frame_round_trips():
+    questions = load_questions("shipped:mcq_zh.csv")
+    frame = questions_frame(questions)
+    assert list(frame.columns[:3]) == ["id", "question", "A"] and len(frame) == 200
+    assert load_questions(frame) == questions
+
+
+def test_the_root_exports_its_documented_names():
+    for name in mcq_unsloth.__all__:
+        assert hasattr(mcq_unsloth, name), name
