@@ -36,7 +36,8 @@ def test_a_minimal_bench_on_the_tiny_model(tmp_path):
 VANILLA = """
 import json, sys
 from mcq_unsloth.model.backends import load_model
-from mcq_unsloth.inference.files import PredictSettings, predict_file
+from mcq_unsloth.inference.answering import PredictSettings
+from mcq_unsloth.inference.files import predict_file
 from mcq_unsloth.data.synth import synth_questions
 from pathlib import Path
 loaded = load_model(sys.argv[1], backend="hf", dtype="float32")
@@ -53,7 +54,8 @@ def test_vanilla_inference_without_unsloth_answers_as_in_the_patched_process(tmp
     """The hf backend as users run it (Unsloth never imported) gives the answers it gives here, where the test
     session has Unsloth's patches active."""
     from mcq_unsloth.model.backends import load_model
-    from mcq_unsloth.inference.files import PredictSettings, predict_file
+    from mcq_unsloth.inference.answering import PredictSettings
+    from mcq_unsloth.inference.files import predict_file
     from mcq_unsloth.data.synth import synth_questions
 
     (tmp_path / "alone").mkdir()

@@ -218,7 +218,8 @@ def test_exact_ties_are_counted_and_not_given_to_the_first_letter(tiny_model_dir
     draws must not all go to A."""
     import torch
 
-    from mcq_unsloth.inference.files import PredictSettings, evaluate_file
+    from mcq_unsloth.inference.answering import PredictSettings
+    from mcq_unsloth.inference.files import evaluate_file
 
     loaded = load_model(str(tiny_model_dir), backend="hf", dtype="float32")
     ids = list(letter_token_ids(loaded.tokenizer, "ABCD").values())

@@ -88,7 +88,8 @@ def test_eval_resumes_empty_and_cut_files(tmp_path, tiny_model_dir, questions_cs
 
 
 def test_an_answer_without_its_raw_record_is_asked_again(tmp_path, tiny):
-    from mcq_unsloth.inference.files import PredictSettings, answered, record_path
+    from mcq_unsloth.inference.answering import PredictSettings
+    from mcq_unsloth.inference.files import answered, record_path
 
     questions = synth_questions(3, seed=1)
     out, raw = tmp_path / "a.csv", tmp_path / "a.jsonl"

@@ -12,7 +12,8 @@ from mcq_unsloth.cli.main import main
 from mcq_unsloth.data.questions import write_questions
 from mcq_unsloth.inference.scoring import generate_answers
 from mcq_unsloth.model.backends import load_model
-from mcq_unsloth.inference.files import PredictSettings, _rotations, _unrotate, answered, metrics, predict_file, record_path
+from mcq_unsloth.inference.answering import PredictSettings, _rotations, _unrotate, metrics
+from mcq_unsloth.inference.files import answered, predict_file, record_path
 from mcq_unsloth.data.synth import synth_questions
 
 

@@ -71,7 +71,7 @@ def _prediction_options(command):
 def _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long, **columns):
     """Parse the shared options and read the questions: bad input fails before anything slow."""
     from ..data.sources import load_questions
-    from ..inference.files import PredictSettings
+    from ..inference.answering import PredictSettings
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")

@@ -1,9 +1,8 @@
-"""Predicting a whole file: a submission CSV written as it goes, resumable, with optional circular evaluation.
+"""Predicting a whole file: a submission CSV written as it goes, resumable, and an evaluation's files.
 
 Results are appended and flushed batch by batch, so Ctrl-C or a crash leaves a valid partial file and
-``resume`` skips the ids already written. ``circular`` asks every question once per rotation of its options
-(A-B-C-D, B-C-D-A, ...); the submitted answer is the vote of the rotations, mapped back to the original
-letters, and :func:`metrics` reports circular accuracy and position bias.
+``resume`` skips the ids already written; a record beside the output says what produced it, and a resume with
+other settings is refused.
 """
 
 from __future__ import annotations
@@ -14,45 +13,16 @@ import json
 import logging
 import os
 import time
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-from ..data.questions import LETTERS, Question
+from ..data.questions import Question
 from ..model.backends import out_of_memory_errors
+from .answering import (PredictSettings, _answer, _empty_cache, _first_batch_size, _prompt_prefix, count_ties,
+                        metrics)
 from .scoring import fit_to_context
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PredictSettings:
-    """How to answer: ``mode`` is ``score`` or ``generate``; ``batch_size`` None means automatic; ``on_long`` is
-    ``shorten`` (a prompt longer than the model's context is cut from the middle of its question) or ``error``."""
-
-    mode: str = "score"
-    batch_size: int | None = None
-    max_new_tokens: int = 8
-    circular: bool = False
-    id_column: str = "id"
-    answer_column: str = "answer"
-    raw: Path | None = None
-    on_long: str = "shorten"
-    produced_by: dict | None = None  # what answers and how it is asked (model, precision, prompt): see record()
-
-    def record(self) -> dict:
-        """What decides the answers, written beside an output and compared when it is resumed: the model, its
-        precision and prompt (``produced_by``), the mode, circular voting and, when generating, the reply length.
-        Batch size, columns and ``on_long`` do not change an answer and are left out."""
-        return {**(self.produced_by or {}), "mode": self.mode, "circular": self.circular,
-                **({"max_new_tokens": self.max_new_tokens} if self.mode == "generate" else {})}
-
-
-@dataclass
-class Prediction:
-    id: str
-    answer: str | None
-    rotations: list[str | None] = field(default_factory=list)  # predicted position letter in each rotation
 
 
 def predict_file(model, tokenizer, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
@@ -232,167 +202,12 @@ def _rewrite_if_changed(path: Path, lines: list[str]) -> None:
         write_text(path, text)
 
 
-def count_ties(record: dict) -> int:
-    """How many answers of a raw record (a question, or each rotation of a circular one) were drawn among letters
-    that tied exactly for the highest logit."""
-    return sum(1 for r in record.get("details", [record]) if r.get("tied"))
-
-
 def read_predictions(out: Path, settings: PredictSettings) -> dict[str, str | None]:
     with out.open(encoding="utf-8", newline="") as source:
         return {row[settings.id_column]: row[settings.answer_column] or None for row in csv.DictReader(source)}
 
 
-def metrics(questions: list[Question], predicted: dict[str, str | None], rotations: dict[str, list] | None = None
-            ) -> dict:
-    """Accuracy, unparseable share, letter distributions and the confusion matrix (gold -> predicted); with
-    ``rotations`` (id -> predicted position letters), circular accuracy and position bias too.
-
-    >>> qs = [Question("1", "q", {"A": "x", "B": "y"}, "A"), Question("2", "q", {"A": "x", "B": "y"}, "B")]
-    >>> m = metrics(qs, {"1": "A", "2": None})
-    >>> m["accuracy"], m["unparseable"], m["confusion"]
-    (0.5, 0.5, {'A': {'A': 1}, 'B': {'none': 1}})
-    """
-    scored = [q for q in questions if q.id in predicted]
-    letters = sorted({x for q in scored for x in q.options})
-    confusion: dict[str, dict[str, int]] = {}
-    for q in scored:
-        row = confusion.setdefault(q.answer, {})
-        guess = predicted[q.id] or "none"
-        row[guess] = row.get(guess, 0) + 1
-    result = {
-        "questions": len(scored),
-        "accuracy": round(sum(predicted[q.id] == q.answer for q in scored) / max(len(scored), 1), 4),
-        "unparseable": round(sum(predicted[q.id] is None for q in scored) / max(len(scored), 1), 4),
-        "predicted": _distribution([predicted[q.id] or "none" for q in scored], letters + ["none"]),
-        "gold": _distribution([q.answer for q in scored], letters),
-        "confusion": {gold: confusion[gold] for gold in sorted(confusion)},
-    }
-    if rotations:
-        right = [q for q in scored if q.id in rotations]
-        result["circular_accuracy"] = round(sum(
-            all(_unrotate(q, k, letter) == q.answer for k, letter in enumerate(rotations[q.id])) for q in right
-        ) / max(len(right), 1), 4)
-        positions = [letter for q in right for letter in rotations[q.id] if letter]
-        result["position_bias"] = _distribution(positions, letters)
-    return result
-
-
 # --- helpers ------------------------------------------------------------------------------------------
-
-def _prompt_prefix(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt):
-    """In score mode, the start every prompt of the file shares, run through the model once for all chunks.
-    Prompts are tokenized a thousand at a time: a large file's token ids are never all held at once."""
-    from .scoring import prompt_prefix, prompt_token_ids, shared_start
-
-    if settings.mode != "score" or len(questions) < 2 or not hasattr(model, "config"):  # GGUF: reuses its own
-        return None
-    asked = _asked(questions, settings)
-    chunks = (prompt_token_ids(tokenizer, asked[i:i + 1000], prompt) for i in range(0, len(asked), 1000))
-    return prompt_prefix(model, shared_start(ids for chunk in chunks for ids in chunk))
-
-
-def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int,
-            prefix=None):
-    """(Prediction, raw record) for each question of the chunk, in order."""
-    from .llamacpp import GgufModel
-    from .scoring import generate_answers, score_questions
-
-    asked = _asked(chunk, settings)
-    if isinstance(model, GgufModel):  # llama.cpp: one prompt at a time, each reusing the start it shares
-        outputs = model.score(asked, prompt) if settings.mode == "score" else model.generate(
-            asked, prompt, settings.max_new_tokens)
-    elif settings.mode == "score":
-        outputs = score_questions(model, tokenizer, asked, prompt, batch_size, prefix)
-    else:
-        outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)
-    if settings.mode == "score":
-        records = [{"prediction": o.prediction, "probabilities": o.probabilities, **({"tied": o.tied} if o.tied else {})}
-                   for o in outputs]
-    else:
-        records = [{"prediction": o.prediction, "text": o.text} for o in outputs]
-    results, at = [], 0
-    for q in chunk:
-        count = len(q.options) if settings.circular else 1
-        mine, mine_records = outputs[at:at + count], records[at:at + count]
-        at += count
-        if not settings.circular:
-            results.append((Prediction(q.id, mine[0].prediction), {"id": q.id, **mine_records[0]}))
-            continue
-        positions = [o.prediction for o in mine]
-        votes = Counter(_unrotate(q, k, letter) for k, letter in enumerate(positions) if letter)
-        weight = Counter()  # score mode: equal votes go to the larger summed probability of the original letter
-        for k, output in enumerate(mine):
-            for letter, p in getattr(output, "probabilities", {}).items():
-                weight[_unrotate(q, k, letter)] += p
-        answer = _vote(q.id, votes, weight)
-        results.append((Prediction(q.id, answer, positions),
-                        {"id": q.id, "prediction": answer, "rotations": positions, "details": mine_records}))
-    return results
-
-
-def _vote(question_id: str, votes: Counter, weight: Counter) -> str | None:
-    """The letter with the most votes, then the most weight; a draw seeded by the question's id among letters
-    equal on both, so no position is favoured.
-
-    >>> _vote("q", Counter("AABB"), Counter({"A": 1.2, "B": 0.8})), _vote("q", Counter(), Counter())
-    ('A', None)
-    """
-    from .scoring import break_tie
-
-    if not votes:
-        return None
-    best = max((votes[x], weight[x]) for x in votes)
-    return break_tie(question_id, sorted(x for x in votes if (votes[x], weight[x]) == best))
-
-
-def _asked(questions: list[Question], settings: PredictSettings) -> list[Question]:
-    """What is put to the model: each question, or with ``circular`` each of its rotations in turn."""
-    return [r for q in questions for r in (_rotations(q) if settings.circular else [q])]
-
-
-def _rotations(q: Question) -> list[Question]:
-    """The question with its options rotated k = 0..n-1 places: rotation k shows original option (i+k) % n
-    at position i."""
-    texts, n = list(q.options.values()), len(q.options)
-    return [replace(q, id=f"{q.id}#r{k}", options={LETTERS[i]: texts[(i + k) % n] for i in range(n)},
-                    answer=LETTERS[(LETTERS.index(q.answer) - k) % n] if q.answer else None) for k in range(n)]
-
-
-def _unrotate(q: Question, k: int, letter: str | None) -> str | None:
-    """The original letter of the option shown at ``letter`` in rotation ``k``.
-
-    >>> _unrotate(Question("1", "q", dict(zip("ABCD", "wxyz"))), 1, "A")
-    'B'
-    """
-    if letter is None:
-        return None
-    return LETTERS[(LETTERS.index(letter) + k) % len(q.options)]
-
-
-def _distribution(values: list, keys: list[str]) -> dict[str, float]:
-    counts = Counter(values)
-    total = max(len(values), 1)
-    return {key: round(counts.get(key, 0) / total, 4) for key in keys if key != "none" or counts.get(key)}
-
-
-def _first_batch_size(model) -> int:
-    """A starting batch size: from free GPU memory (halved on out-of-memory later), or 16 on CPU."""
-    import torch
-
-    if not torch.cuda.is_available() or not hasattr(model, "config"):  # a CPU, or llama.cpp (one at a time)
-        return 16
-    free, _ = torch.cuda.mem_get_info()
-    # ~150-token prompts of a 7B model need well under 64 MiB of activations each at inference.
-    return int(max(1, min(256, free // (64 * 2**20))))
-
-
-def _empty_cache() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
 
 EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.jsonl", "metrics.json",
               "confusion.png")
