@@ -70,3 +70,65 @@ def test_questions_frame_round_trips():
 def test_the_root_exports_its_documented_names():
     for name in mcq_unsloth.__all__:
         assert hasattr(mcq_unsloth, name), name
+
+
+# --- load, predict, evaluate --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return mcq_unsloth.load(tiny_model_dir, backend="hf")
+
+
+@pytest.fixture(scope="module")
+def frame():
+    questions = questions_frame(load_questions("synth:12"))
+    return questions.iloc[::-1].reset_index(drop=True)  # not in id order: rows must come back in this order
+
+
+def test_predict_scores_a_dataframe_in_its_order_with_letter_probabilities(model, frame):
+    answers = mcq_unsloth.predict(model, frame, progress=False)
+    assert list(answers.columns) == ["id", "answer", "prob_A", "prob_B", "prob_C", "prob_D"]
+    assert list(answers["id"]) == list(frame["id"])
+    probabilities = answers[["prob_A", "prob_B", "prob_C", "prob_D"]]
+    assert ((probabilities.sum(axis=1) - 1).abs() < 1e-6).all()
+    assert (answers["answer"] == probabilities.idxmax(axis=1).str[-1]).all()  # the answer is the likeliest letter
+    assert answers.attrs["answered"] == 12 and "float32" in answers.attrs["precision"]
+
+
+def test_predict_generates_with_the_raw_replies(model, frame):
+    answers = mcq_unsloth.predict(model, frame, mode="generate", max_new_tokens=4, progress=False)
+    assert list(answers.columns) == ["id", "answer", "raw"] and answers["raw"].map(type).eq(str).all()
+    assert list(answers["id"]) == list(frame["id"])
+
+
+def test_circular_probabilities_are_the_rotations_mean(model, frame):
+    answers = mcq_unsloth.predict(model, frame.head(3), circular=True, progress=False)
+    probabilities = answers[["prob_A", "prob_B", "prob_C", "prob_D"]]
+    assert ((probabilities.sum(axis=1) - 1).abs() < 1e-6).all() and answers["answer"].notna().all()
+
+
+def test_predict_to_a_file_writes_what_the_cli_writes(model, tmp_path, tiny_model_dir):
+    from helpers import ok, run
+
+    data = tmp_path / "q.csv"
+    mcq_unsloth.data.questions.write_questions(load_questions("synth:10"), data)
+    ok(run("predict", "--model", tiny_model_dir, "--data", data, "--out", tmp_path / "cli.csv", "--backend", "hf"))
+    answers = mcq_unsloth.predict(tiny_model_dir, data, out=tmp_path / "api.csv", backend="hf", progress=False)
+    assert (tmp_path / "api.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
+    assert list(answers["answer"]) == [line.split(",")[1] for line in (tmp_path / "cli.csv").read_text().split()[1:]]
+    with pytest.raises(mcq_unsloth.errors.OutputError, match="exists; pass --resume"):
+        mcq_unsloth.predict(model, data, out=tmp_path / "api.csv", progress=False)
+
+
+def test_evaluate_equals_eval(model, tmp_path, tiny_model_dir):
+    from helpers import ok, run
+
+    cli = ok(run("eval", "--model", tiny_model_dir, "--data", "shipped:mcq_zh.csv", "--out-dir", tmp_path / "e",
+                 "--backend", "hf", "--circular"))
+    report = mcq_unsloth.evaluate(model, "shipped:mcq_zh.csv", circular=True, progress=False)
+    for key in ("accuracy", "unparseable", "questions", "ties", "circular_accuracy", "position_bias"):
+        assert report[key] == cli[key], key
+    written = __import__("json").loads((tmp_path / "e" / "metrics.json").read_text())
+    assert report["confusion"] == written["confusion"] and len(report["predictions"]) == 200
+    with pytest.raises(DataError, match="eval needs answers"):
+        mcq_unsloth.evaluate(model, [{"question": "q", "A": "x", "B": "y"}])

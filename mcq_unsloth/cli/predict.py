@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -68,102 +67,18 @@ def _prediction_options(command):
     return command
 
 
-def _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long, **columns):
-    """Parse the shared options and read the questions: bad input fails before anything slow."""
-    from ..data.sources import load_questions
-    from ..inference.answering import PredictSettings
-
-    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
-        raise UserError(f"--batch-size must be a positive number or auto, got {batch_size!r}")
-    settings = PredictSettings(mode, None if batch_size == "auto" else int(batch_size), max_new_tokens, circular,
-                               on_long=on_long, **columns)
-    return settings, load_questions(data_file)
+def _batch_size(value: str) -> int | None:
+    if value != "auto" and not (value.isdigit() and int(value) > 0):
+        raise UserError(f"--batch-size must be a positive number or auto, got {value!r}")
+    return None if value == "auto" else int(value)
 
 
-def _plan(model_dir, base, dtype, load_in_4bit, template) -> dict:
-    """What will answer and how it is asked, decided before anything loads (a bad GGUF file stops here): the
-    training record (an adapter's, or the one inside a GGUF file), the precision, the prompt, and what a resumed
-    output must have been produced by (``produced_by``)."""
-    from dataclasses import asdict
+def _load(model_dir, backend, dtype, load_in_4bit):
+    """The model as the benchmark loads it, and its precision (said with the reason)."""
+    from ..inference.loading import load
 
-    from ..model.precision import inference_precision
-    from ..prompts import PromptConfig
-    from ..training.folders import training_record
-
-    if model_dir.endswith(".gguf"):
-        from ..inference.llamacpp import gguf_facts
-
-        kind, trained = gguf_facts(model_dir)
-        precision, weights = f"{kind} (the GGUF file's)", kind
-    else:
-        trained = training_record(model_dir)
-        precision = inference_precision(dtype, load_in_4bit, trained)
-        weights = precision.weights
-    prompt = PromptConfig(template) if template else PromptConfig(**trained["prompt"]) if trained else PromptConfig()
-    produced_by = {"model": _identity(model_dir), **({"base": _identity(base)} if base else {}),
-                   "precision": weights, "prompt": asdict(prompt)}
-    return {"trained": trained, "precision": precision, "prompt": prompt, "produced_by": produced_by,
-            "template_given": bool(template)}
-
-
-def _identity(model: str) -> str:
-    """A model as the record names it: a local path made absolute (the same model however it was written), a
-    Hub id as it is."""
-    return str(Path(model).resolve()) if Path(model).exists() else model
-
-
-def _load_planned(model_dir, base, backend, plan):
-    """Load the model as :func:`_plan` decided, saying on stderr which prompt it is asked with."""
-    prompt = plan["prompt"]
-    if model_dir.endswith(".gguf"):
-        loaded = _load_gguf(model_dir, plan["produced_by"]["precision"])
-    else:
-        loaded = _load_precision(model_dir, backend, plan["precision"], base=base)
-    own_texts = " with the adapter's own texts" if prompt.system is not None or prompt.user is not None else ""
-    source = " (the adapter's training record)" if plan["trained"] and not plan["template_given"] else ""
-    click.echo(f"prompt: template {prompt.template}{own_texts}{source}", err=True)
-    return loaded
-
-
-def _refuse_overwriting_input(data_file: str, outputs: list[Path]) -> None:
-    from ..outputs import same_file
-
-    for out in outputs:
-        if same_file(out, data_file):
-            raise UserError(f"{out} is the --data file; writing there would destroy the questions: choose another "
-                            f"output")
-
-
-def _load(model_dir, backend, dtype, load_in_4bit, trained=None, base=None):
-    """Load a model for inference in the precision :func:`mcq_unsloth.model.precision.inference_precision` picks,
-    saying which on stderr."""
-    from ..model.precision import inference_precision
-
-    precision = inference_precision(dtype, load_in_4bit, trained)
-    return _load_precision(model_dir, backend, precision, base), precision
-
-
-def _load_precision(model_dir, backend, precision, base=None):
-    from ..model.backends import load_model, out_of_memory_errors
-
-    try:
-        loaded = load_model(model_dir, backend=backend, dtype=precision.dtype, load_in_4bit=precision.load_in_4bit,
-                            base=base)
-    except out_of_memory_errors():
-        raise UserError(f"out of GPU memory loading {model_dir} in {precision}; load it in 4-bit (--4bit) or "
-                        f"use a larger GPU") from None
-    click.echo(f"model: {model_dir}, backend {loaded.backend}, precision {precision}", err=True)
-    return loaded
-
-
-def _load_gguf(path: str, weights: str):
-    """A GGUF file in llama.cpp, with the tokenizer view prompts are rendered with."""
-    from ..inference.llamacpp import GgufModel, GgufTokenizer
-    from ..model.backends import Loaded
-
-    model = GgufModel(path)
-    click.echo(f"model: {path}, llama.cpp, weights {weights}", err=True)
-    return Loaded(model, GgufTokenizer(model), "llama.cpp")
+    loaded = load(model_dir, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit)
+    return loaded, loaded.precision
 
 
 @contextlib.contextmanager
@@ -182,11 +97,6 @@ def _answering(data_file: str, answers: Path):
         sys.exit(130)
 
 
-def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
-    if path.exists() and not (resume or overwrite):
-        raise UserError(f"{path} exists; pass --resume to finish it or --overwrite to replace it")
-
-
 @click.command()
 @_prediction_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Submission CSV to write.")
@@ -196,29 +106,16 @@ def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
 def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
             backend, dtype, load_in_4bit, template, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
-    from ..inference.files import answered, predict_file
-    from ..outputs import check_writable, exclusive, same_file
+    from ..api import predict as predict_questions
 
-    out, raw = Path(out), Path(raw) if raw else None
-    _refuse_overwriting_input(data_file, [out] + ([raw] if raw else []))
-    if raw and same_file(raw, out):
-        raise UserError("--raw and --out name the same file; give --raw a file of its own (e.g. answers.jsonl)")
-    _refuse_existing(out, resume, overwrite)
-    with user_errors(*[out] + ([raw] if raw else [])), libraries_on_stderr():
-        for path in [out] + ([raw] if raw else []):
-            check_writable(path)
-        settings, questions = _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long,
-                                                      id_column=id_column, answer_column=answer_column, raw=raw)
-        plan = _plan(model_dir, base, dtype, load_in_4bit, template)
-        settings = replace(settings, produced_by=plan["produced_by"])
-        with exclusive(out):
-            if resume:
-                answered(out, settings, questions)  # a partial file from another run stops us before loading
-            loaded = _load_planned(model_dir, base, backend, plan)
-            with _answering(data_file, out):
-                result = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, plan["prompt"],
-                                      resume=resume)
-    click.echo(json.dumps({"out": str(out), **result, "precision": str(plan["precision"])}, ensure_ascii=False))
+    out = Path(out)
+    with user_errors(*[out] + ([raw] if raw else [])), libraries_on_stderr(), _answering(data_file, out):
+        frame = predict_questions(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size),
+                                  circular=circular, max_new_tokens=max_new_tokens, out=out, raw=raw, resume=resume,
+                                  overwrite=overwrite, on_long=on_long, id_column=id_column,
+                                  answer_column=answer_column, prompt=template, backend=backend, dtype=dtype,
+                                  load_in_4bit=load_in_4bit, base=base)
+    click.echo(json.dumps(frame.attrs, ensure_ascii=False))
 
 
 @click.command("eval")
@@ -229,31 +126,14 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
                  backend, dtype, load_in_4bit, template, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
-    from ..errors import DataError
-    from ..inference.files import EVAL_FILES, answered, evaluate_file
-    from ..outputs import check_writable, exclusive
+    from ..api import evaluate
 
     out_dir = Path(out_dir)
-    _refuse_overwriting_input(data_file, [out_dir / name for name in EVAL_FILES])
-    _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
-    with user_errors(out_dir), libraries_on_stderr():
-        check_writable(out_dir, folder=True)
-        settings, questions = _settings_and_questions(data_file, mode, batch_size, max_new_tokens, circular, on_long,
-                                                      raw=out_dir / "predictions.jsonl")
-        if any(q.answer is None for q in questions):
-            raise DataError(data_file, "eval needs answers and this file has none", column="answer",
-                            fix="add an answer column, or use predict")
-        plan = _plan(model_dir, base, dtype, load_in_4bit, template)
-        settings = replace(settings, produced_by=plan["produced_by"])
-        with exclusive(out_dir):
-            if resume:
-                answered(out_dir / "predictions.csv", settings, questions)
-            loaded = _load_planned(model_dir, base, backend, plan)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            with _answering(data_file, out_dir / "predictions.csv"):
-                result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, plan["prompt"],
-                                       resume=resume, about={"model": model_dir, "backend": loaded.backend,
-                                                             "precision": str(plan["precision"])})
+    with user_errors(out_dir), libraries_on_stderr(), _answering(data_file, out_dir / "predictions.csv"):
+        result = evaluate(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size), circular=circular,
+                          max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                          on_long=on_long, prompt=template, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit,
+                          base=base)
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
     for key in ("ties", "circular_accuracy", "position_bias"):
         if key in result:
@@ -347,7 +227,6 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
     from ..data.synth import synth_questions
     from ..inference.scoring import prompt_token_ids
     from ..model.backends import resolve_backend
-    from ..training.folders import training_record
 
     if model_dir and shape:
         raise UserError("give --model or --shape, not both")
@@ -367,7 +246,7 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
             from ..model.tiny import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(scratch) / "tiny"))
-        loaded, precision = _load(model_dir, chosen, dtype, load_in_4bit, training_record(model_dir))
+        loaded, precision = _load(model_dir, chosen, dtype, load_in_4bit)
         questions = synth_questions(count, seed=11)
         rows = inference_speed(loaded.model, loaded.tokenizer, questions, batch_size, max_new_tokens, one_at_a_time,
                                repeat)

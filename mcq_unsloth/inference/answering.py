@@ -46,6 +46,105 @@ class Prediction:
     rotations: list[str | None] = field(default_factory=list)  # predicted position letter in each rotation
 
 
+class Answers:
+    """The answers to ``questions``, batch by batch: iterating yields each batch's ``(Prediction, raw record)``
+    pairs, in order, as soon as the model gives them. Prompts longer than the model's context are shortened (or
+    refused with ``settings.on_long == "error"``) before anything runs; out of memory halves the batch and tries
+    again. Afterwards ``batch_size`` is the size that worked and ``shortened`` the ids whose text was cut.
+    ``done`` questions answered before (a resumed file) start the progress bar."""
+
+    def __init__(self, model, tokenizer, questions: list[Question], settings: PredictSettings, prompt=None,
+                 progress: bool = True, done: int = 0):
+        from .scoring import fit_to_context
+
+        room = settings.max_new_tokens if settings.mode == "generate" else 0
+        self.questions, shortened = fit_to_context(model, tokenizer, questions, prompt, room, settings.circular,
+                                                   settings.on_long)
+        self.shortened = set(shortened)
+        self.model, self.tokenizer, self.settings, self.prompt = model, tokenizer, settings, prompt
+        self.progress, self.done = progress, done
+        self.batch_size = settings.batch_size or _first_batch_size(model)
+
+    def __iter__(self):
+        from tqdm.auto import tqdm
+
+        from ..model.backends import out_of_memory_errors
+
+        pending, settings = self.questions, self.settings
+        prefix = _prompt_prefix(self.model, self.tokenizer, pending, settings, self.prompt)
+        with tqdm(total=self.done + len(pending), initial=self.done, unit="q", disable=not self.progress,
+                  desc=settings.mode) as bar:
+            position = 0
+            while position < len(pending):
+                per_question = len(pending[position].options) if settings.circular else 1
+                chunk = pending[position:position + max(1, self.batch_size // per_question)]
+                try:
+                    results = _answer(self.model, self.tokenizer, chunk, settings, self.prompt, self.batch_size,
+                                      prefix)
+                except out_of_memory_errors() as error:
+                    if self.batch_size == 1:
+                        raise
+                    self.batch_size //= 2
+                    bar.write(f"out of memory ({type(error).__name__}); batch size now {self.batch_size}")
+                    _empty_cache()
+                    continue
+                for prediction, record in results:
+                    if prediction.id in self.shortened:
+                        record["shortened"] = True
+                yield results
+                position += len(chunk)
+                bar.update(len(chunk))
+
+
+def evaluation(questions: list[Question], records: dict[str, dict], settings: PredictSettings,
+               seconds: float | None = None, rate: float | None = None, about: dict | None = None) -> dict:
+    """The metrics ``eval`` reports for labelled ``questions`` from their raw records (by id): what was evaluated
+    (``about``), the mode, :func:`metrics`, in score mode the exact ``ties``, how many were ``shortened``, and
+    the speed."""
+    mine = [records[q.id] for q in questions if q.id in records]
+    predicted = {record["id"]: record.get("prediction") for record in mine}
+    rotations = {r["id"]: r["rotations"] for r in mine if "rotations" in r} if settings.circular else None
+    ties = {"ties": sum(map(count_ties, mine))} if settings.mode == "score" else {}
+    return {**(about or {}), "mode": settings.mode, "circular": settings.circular,
+            **metrics(questions, predicted, rotations), **ties,
+            "shortened": sum(bool(r.get("shortened")) for r in mine),
+            "seconds": seconds, "questions_per_second": rate}
+
+
+def answers_frame(questions: list[Question], records: dict[str, dict], settings: PredictSettings):
+    """A ``pandas.DataFrame`` of the answers, one row per question in the order of ``questions``: ``id``,
+    ``answer`` (None where no letter could be read), then in score mode ``prob_A``, ``prob_B``... (with
+    ``circular``, each letter's probability averaged over the rotations) and in generate mode ``raw`` (the reply;
+    with ``circular``, the first rotation's). A question without a record (resumed from a file written without
+    raw records) has its answer only."""
+    import pandas as pd
+
+    letters = sorted({x for q in questions for x in q.options})
+    rows = []
+    for q in questions:
+        record = records.get(q.id, {})
+        row = {"id": q.id, "answer": record.get("prediction")}
+        if settings.mode == "score":
+            row.update({f"prob_{x}": p for x, p in _probabilities(q, record).items()})
+        else:
+            row["raw"] = record.get("text", (record.get("details") or [{}])[0].get("text"))
+        rows.append(row)
+    columns = ["id", "answer", *([f"prob_{x}" for x in letters] if settings.mode == "score" else ["raw"])]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _probabilities(q: Question, record: dict) -> dict[str, float]:
+    """A record's letter probabilities in the question's own letters: with rotations, their mean."""
+    if "probabilities" in record:
+        return record["probabilities"]
+    details = record.get("details") or []
+    total = Counter()
+    for k, detail in enumerate(details):
+        for letter, p in detail.get("probabilities", {}).items():
+            total[_unrotate(q, k, letter)] += p / len(details)
+    return dict(sorted(total.items()))
+
+
 def count_ties(record: dict) -> int:
     """How many answers of a raw record (a question, or each rotation of a circular one) were drawn among letters
     that tied exactly for the highest logit."""

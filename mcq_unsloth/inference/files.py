@@ -17,70 +17,48 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data.questions import Question
-from ..model.backends import out_of_memory_errors
-from .answering import (PredictSettings, _answer, _empty_cache, _first_batch_size, _prompt_prefix, count_ties,
-                        metrics)
-from .scoring import fit_to_context
+from .answering import Answers, PredictSettings, count_ties, evaluation
 
 log = logging.getLogger(__name__)
 
 
 def predict_file(model, tokenizer, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
-                 resume: bool = False, progress: bool = True) -> dict:
+                 resume: bool = False, progress: bool = True, collected: list | None = None) -> dict:
     """Answer ``questions`` into the CSV ``out`` (``id,answer``), skipping ids already there when resuming.
-    Returns counts and speed for this call.
+    Returns counts and speed for this call; ``collected``, when given, receives this call's ``(Prediction, raw
+    record)`` pairs as they are written.
 
     Each batch is written raw records first, then answers, each flushed: a crash at any moment leaves a header
     and whole answers (a line cut short is dropped on resume), and every answer has its raw record."""
-    from tqdm.auto import tqdm
-
     from ..outputs import write_text
 
     done = answered(out, settings, questions) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
-    room = settings.max_new_tokens if settings.mode == "generate" else 0
-    pending, shortened = fit_to_context(model, tokenizer, pending, prompt, room, settings.circular, settings.on_long)
-    batch_size = settings.batch_size or _first_batch_size(model)
-    prefix = _prompt_prefix(model, tokenizer, pending, settings, prompt)
+    answers = Answers(model, tokenizer, pending, settings, prompt, progress, done=len(questions) - len(pending))
     new_file = done is None
     start = time.perf_counter()
+    ties = 0
     with out.open("w" if new_file else "a", encoding="utf-8", newline="") as sink, \
-            open(settings.raw or os.devnull, "w" if new_file else "a", encoding="utf-8") as raw, \
-            tqdm(total=len(questions), initial=len(questions) - len(pending), unit="q", disable=not progress,
-                 desc=settings.mode) as bar:
+            open(settings.raw or os.devnull, "w" if new_file else "a", encoding="utf-8") as raw:
         writer = csv.writer(sink)
         if new_file:
             write_text(record_path(out), json.dumps(settings.record(), indent=2, ensure_ascii=False) + "\n")
             writer.writerow([settings.id_column, settings.answer_column])
             sink.flush()
-        position = ties = 0
-        while position < len(pending):
-            per_question = len(pending[position].options) if settings.circular else 1
-            chunk = pending[position:position + max(1, batch_size // per_question)]
-            try:
-                results = _answer(model, tokenizer, chunk, settings, prompt, batch_size, prefix)
-            except out_of_memory_errors() as error:
-                if batch_size == 1:
-                    raise
-                batch_size //= 2
-                bar.write(f"out of memory ({type(error).__name__}); batch size now {batch_size}")
-                _empty_cache()
-                continue
-            for prediction, record in results:
-                if prediction.id in shortened:
-                    record["shortened"] = True
+        for results in answers:
+            for _, record in results:
                 raw.write(json.dumps(record, ensure_ascii=False) + "\n")
                 ties += count_ties(record)
             raw.flush()
             writer.writerows([prediction.id, prediction.answer or ""] for prediction, _ in results)
             sink.flush()
-            position += len(chunk)
-            bar.update(len(chunk))
+            if collected is not None:
+                collected.extend(results)
     seconds = time.perf_counter() - start
-    return {"answered": len(pending), "skipped": len(questions) - len(pending), "shortened": len(shortened),
+    return {"answered": len(pending), "skipped": len(questions) - len(pending), "shortened": len(answers.shortened),
             "seconds": round(seconds, 2),
             "questions_per_second": round(len(pending) / seconds, 2) if pending and seconds else None,
-            "batch_size": batch_size, **({"ties": ties} if settings.mode == "score" else {})}
+            "batch_size": answers.batch_size, **({"ties": ties} if settings.mode == "score" else {})}
 
 
 def answered(out: Path, settings: PredictSettings, questions: list[Question]) -> set[str] | None:
@@ -202,6 +180,11 @@ def _rewrite_if_changed(path: Path, lines: list[str]) -> None:
         write_text(path, text)
 
 
+def records_of(raw: Path | None) -> dict[str, dict]:
+    """The raw records a JSON-lines file holds, by id (none for no file)."""
+    return {record["id"]: record for record in map(json.loads, _whole_lines(raw))}
+
+
 def read_predictions(out: Path, settings: PredictSettings) -> dict[str, str | None]:
     with out.open(encoding="utf-8", newline="") as source:
         return {row[settings.id_column]: row[settings.answer_column] or None for row in csv.DictReader(source)}
@@ -214,25 +197,22 @@ EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.j
 
 
 def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,
-                  prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None) -> dict:
+                  prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None,
+                  collected: list | None = None) -> dict:
     """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
-    (with ``about``: what was evaluated, and how) and confusion.png. Returns the metrics. In score mode the
-    metrics count ``ties``: answers drawn among letters whose logits were exactly equal; ``shortened`` counts
-    the questions cut to fit the model's context."""
+    (:func:`~mcq_unsloth.inference.answering.evaluation`, with ``about``: what was evaluated, and how) and
+    confusion.png. Returns the metrics. Resumed answers come from the raw records an earlier run wrote."""
     from ..outputs import write_text
     from ..plots import plot_confusion
 
     settings = replace(settings, raw=out_dir / "predictions.jsonl")
-    speed = predict_file(model, tokenizer, questions, out_dir / "predictions.csv", settings, prompt, resume, progress)
-    predicted = read_predictions(out_dir / "predictions.csv", settings)
-    with settings.raw.open(encoding="utf-8") as source:
-        records = [json.loads(line) for line in source]
-    rotations = {r["id"]: r["rotations"] for r in records if "rotations" in r} if settings.circular else None
-    ties = {"ties": sum(map(count_ties, records))} if settings.mode == "score" else {}
-    result = {**(about or {}), "mode": settings.mode, "circular": settings.circular,
-              **metrics(questions, predicted, rotations), **ties,
-              "shortened": sum(bool(r.get("shortened")) for r in records),
-              "seconds": speed["seconds"], "questions_per_second": speed["questions_per_second"]}
+    collected = [] if collected is None else collected
+    speed = predict_file(model, tokenizer, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
+                         collected)
+    records = {record["id"]: record for _, record in collected}
+    if len(records) < len(questions):  # the earlier run's answers, from what it wrote
+        records = {**records_of(settings.raw), **records}
+    result = evaluation(questions, records, settings, speed["seconds"], speed["questions_per_second"], about)
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     plot_confusion(result["confusion"], out_dir / "confusion.png",
                    title=f"{settings.mode}{', circular vote' if settings.circular else ''}: accuracy "

@@ -1,0 +1,195 @@
+"""The Python API: what a notebook calls, and what the command line calls under its options.
+
+Load a model once with :func:`load`, then :func:`predict` and :func:`evaluate` as many question sets as needed;
+questions come from anything :func:`~mcq_unsloth.data.sources.load_questions` reads (a DataFrame above all),
+answers go back as DataFrames. With ``out=`` (``out_dir=`` for an evaluation) the same files the CLI writes are
+written, with the same resume, lock and whole-file guarantees. Errors are the typed ones of
+:mod:`mcq_unsloth.errors`; nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .data.sources import load_questions
+from .errors import DataError, OutputError
+from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
+from .inference.loading import Model, Plan, load, load_planned, plan
+
+__all__ = ["Model", "evaluate", "load", "predict"]
+
+MODES = ("score", "generate")
+ON_LONG = ("shorten", "error")
+
+
+def predict(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
+            max_new_tokens: int = 8, out: str | Path | None = None, raw: str | Path | None = None,
+            resume: bool = False, overwrite: bool = False, on_long: str = "shorten", id_column: str = "id",
+            answer_column: str = "answer", prompt=None, backend: str = "auto", dtype: str = "auto",
+            load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True):
+    """Answer every question of ``data`` and return a ``pandas.DataFrame`` in its order: ``id``, ``answer``
+    (None where no letter could be read) and, in score mode, ``prob_A``, ``prob_B``... or, in generate mode,
+    ``raw`` (the model's reply). ``model`` is a :class:`Model` from :func:`load`, or anything :func:`load`
+    takes (then ``prompt``, ``backend``, ``dtype``, ``load_in_4bit`` and ``base`` load it); ``data`` is
+    anything :func:`load_questions` takes.
+
+    ``mode``: ``score`` (one forward pass, the option letters' probabilities) or ``generate`` (greedy replies of
+    up to ``max_new_tokens``, the letter read from them). ``circular`` asks each question once per rotation of
+    its options and answers with their vote. ``on_long``: ``shorten`` a prompt longer than the context from the
+    middle of its question, or ``error``. With ``out``, the submission CSV (``id_column``, ``answer_column``) is
+    written as it goes, exactly as ``mcq-unsloth predict`` writes it (``raw``: each question's raw record as JSON
+    lines), resumable with ``resume`` and replaced only with ``overwrite``. ``frame.attrs`` holds the counts and
+    speed the command line prints.
+
+    >>> import mcq_unsloth as mu                                        # doctest: +SKIP
+    >>> model = mu.load("runs/smoke/adapter")                           # doctest: +SKIP
+    >>> answers = mu.predict(model, test_frame)                         # doctest: +SKIP
+    >>> answers[["id", "answer"]].to_csv("submission.csv", index=False)  # doctest: +SKIP
+    """
+    from .inference.files import answered, predict_file, read_predictions, records_of
+    from .outputs import exclusive
+
+    settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw)
+    out = Path(out) if out is not None else None
+    if out is not None:  # the outputs first: nothing is read or loaded for a file that cannot be written
+        _check_outputs(data, out, settings.raw, resume, overwrite)
+    questions = load_questions(data)
+    decided = _plan(model, base, dtype, load_in_4bit, prompt)
+    settings = replace(settings, produced_by=decided.produced_by)
+    if out is None:
+        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        records, counts = _answer_all(loaded, questions, settings, progress)
+        frame = answers_frame(questions, records, settings)
+        frame.attrs.update({**counts, "precision": str(decided.precision)})
+        return frame
+    with exclusive(out):
+        earlier = answered(out, settings, questions) if resume else None  # another run's file stops us here
+        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        collected: list = []
+        counts = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, decided.prompt, resume,
+                              progress, collected)
+    records = {record["id"]: record for _, record in collected}
+    if earlier:  # the answers a resumed file held: their raw records when they were kept, else the letters
+        letters, kept = read_predictions(out, settings), records_of(settings.raw)
+        records = {**{i: kept.get(i, {"id": i, "prediction": letters.get(i)}) for i in earlier}, **records}
+    frame = answers_frame(questions, records, settings)
+    frame.attrs.update({"out": str(out), **counts, "precision": str(decided.precision)})
+    return frame
+
+
+def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
+             max_new_tokens: int = 8, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+             on_long: str = "shorten", prompt=None, backend: str = "auto", dtype: str = "auto",
+             load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True) -> dict:
+    """Answer the labelled questions of ``data`` as :func:`predict` does (the same options) and return the
+    metrics ``mcq-unsloth eval`` reports: ``accuracy``, ``unparseable``, the predicted and gold letter
+    distributions, the ``confusion`` matrix, in score mode ``ties``, with ``circular`` ``circular_accuracy`` and
+    ``position_bias``, the speed, and ``predictions`` (the DataFrame :func:`predict` returns). With ``out_dir``,
+    also the files eval writes there (predictions.csv, predictions.jsonl, metrics.json, confusion.png),
+    resumable with ``resume``.
+
+    >>> report = mu.evaluate(model, "shipped:mcq_zh.csv")          # doctest: +SKIP
+    >>> report["accuracy"], report["predictions"].head()            # doctest: +SKIP
+    """
+    from .inference.files import EVAL_FILES, answered, evaluate_file, records_of
+    from .outputs import check_writable, exclusive
+
+    settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, "id", "answer",
+                         Path(out_dir) / "predictions.jsonl" if out_dir is not None else None)
+    if out_dir is not None:  # the outputs first: nothing is read or loaded for a folder that cannot be written
+        out_dir = Path(out_dir)
+        _refuse_overwriting_input(data, [out_dir / name for name in EVAL_FILES])
+        _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
+        check_writable(out_dir, folder=True)
+    questions = load_questions(data)
+    if any(q.answer is None for q in questions):
+        raise DataError(_name(data), "eval needs answers and this file has none", column="answer",
+                        fix="add an answer column, or use predict")
+    decided = _plan(model, base, dtype, load_in_4bit, prompt)
+    settings = replace(settings, produced_by=decided.produced_by)
+    if out_dir is None:
+        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        records, counts = _answer_all(loaded, questions, settings, progress)
+        result = evaluation(questions, records, settings, counts["seconds"], counts["questions_per_second"],
+                            _about(decided, loaded))
+        return {**result, "predictions": answers_frame(questions, records, settings)}
+    with exclusive(out_dir):
+        if resume:
+            answered(out_dir / "predictions.csv", settings, questions)
+        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        collected: list = []
+        result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, decided.prompt, resume,
+                               progress, _about(decided, loaded), collected)
+    records = {**records_of(settings.raw), **{record["id"]: record for _, record in collected}}
+    return {**result, "predictions": answers_frame(questions, records, settings)}
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw) -> PredictSettings:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if on_long not in ON_LONG:
+        raise ValueError(f"on_long must be one of {', '.join(ON_LONG)}, not {on_long!r}")
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive number or None (automatic), not {batch_size!r}")
+    return PredictSettings(mode, batch_size, max_new_tokens, circular, id_column, answer_column,
+                           Path(raw) if raw else None, on_long)
+
+
+def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
+    if isinstance(model, Model):
+        return model.plan
+    return plan(str(model), base=base, dtype=dtype, load_in_4bit=load_in_4bit, prompt=prompt)
+
+
+def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: bool) -> tuple[dict, dict]:
+    """The raw records of every question, answered in memory, and the counts and speed of it."""
+    start = time.perf_counter()
+    answers = Answers(loaded.model, loaded.tokenizer, questions, settings, loaded.plan.prompt, progress)
+    records = {record["id"]: record for batch in answers for _, record in batch}
+    seconds = time.perf_counter() - start
+    return records, {"answered": len(questions), "shortened": len(answers.shortened), "seconds": round(seconds, 2),
+                     "questions_per_second": round(len(questions) / seconds, 2) if questions and seconds else None,
+                     "batch_size": answers.batch_size}
+
+
+def _about(decided: Plan, loaded: Model) -> dict:
+    return {"model": decided.source, "backend": loaded.backend, "precision": str(decided.precision)}
+
+
+def _name(data) -> str:
+    return str(data) if isinstance(data, (str, Path)) else type(data).__name__
+
+
+def _check_outputs(data, out: Path, raw: Path | None, resume: bool, overwrite: bool) -> None:
+    """Refuse outputs that would destroy the questions, collide, or replace a file not asked to be replaced, and
+    check that they can be written."""
+    from .outputs import check_writable, same_file
+
+    _refuse_overwriting_input(data, [out] + ([raw] if raw else []))
+    if raw and same_file(raw, out):
+        raise OutputError(f"{raw} and {out} (--raw and --out) name the same file; give the raw records a file of "
+                          f"their own (e.g. answers.jsonl)")
+    _refuse_existing(out, resume, overwrite)
+    for path in [out] + ([raw] if raw else []):
+        check_writable(path)
+
+
+def _refuse_overwriting_input(data, outputs: list[Path]) -> None:
+    from .outputs import same_file
+
+    if not isinstance(data, (str, Path)):
+        return
+    for out in outputs:
+        if same_file(out, data):
+            raise OutputError(f"{out} is the --data file; writing there would destroy the questions: choose another "
+                              f"output")
+
+
+def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
+    if path.exists() and not (resume or overwrite):
+        raise OutputError(f"{path} exists; pass --resume to finish it or --overwrite to replace it")
