@@ -4,12 +4,12 @@ Importing the package is cheap and has no side effects: torch, transformers and 
 model is loaded.
 """
 
-from .api import Model, evaluate, load, predict
+from .api import Model, Run, evaluate, load, predict, train
 from .data.questions import Question
 from .data.sources import load_questions, questions_frame
 from .errors import DataError
 from .extraction import extract_answer
 
 __version__ = "0.1.0"
-__all__ = ["DataError", "Model", "Question", "evaluate", "extract_answer", "load", "load_questions", "predict",
-           "questions_frame", "__version__"]
+__all__ = ["DataError", "Model", "Question", "Run", "evaluate", "extract_answer", "load", "load_questions", "predict",
+           "questions_frame", "train", "__version__"]

@@ -9,16 +9,17 @@ written, with the same resume, lock and whole-file guarantees. Errors are the ty
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .data.sources import load_questions
-from .errors import DataError, OutputError
+from .errors import ConfigError, DataError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
 from .inference.loading import Model, Plan, load, load_planned, plan
 
-__all__ = ["Model", "evaluate", "load", "predict"]
+__all__ = ["Model", "Run", "evaluate", "load", "predict", "train"]
 
 MODES = ("score", "generate")
 ON_LONG = ("shorten", "error")
@@ -127,7 +128,89 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     return {**result, "predictions": answers_frame(questions, records, settings)}
 
 
+@dataclass
+class Run:
+    """A finished (or resumed and finished) training run: its folder, the adapter in it, the summary the command
+    line prints (``metrics``: steps, losses, ``eval_accuracy``, ``seconds``...), and the command that measures the
+    adapter again as training did."""
+
+    run_dir: Path
+    adapter: Path
+    metrics: dict
+
+    @property
+    def eval_command(self) -> str | None:
+        return self.metrics.get("eval_command")
+
+    @property
+    def history(self):
+        """The values the trainer logged (loss, eval_loss, eval_accuracy, learning rate... by step), a
+        ``pandas.DataFrame`` read from the run's ``history.jsonl``."""
+        import pandas as pd
+
+        path = self.run_dir / "history.jsonl"
+        return pd.DataFrame([json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line])
+
+
+def train(recipe, *, overrides=None, train_data=None, validation_data=None, out: str | Path | None = None,
+          resume: bool = False, overwrite: bool = False) -> Run:
+    """Run a training recipe and return its :class:`Run`. ``recipe`` is a shipped name (``smoke``,
+    ``sft_qwen14b_1m``...), a YAML path, or a dict of the recipe's sections; ``overrides`` a dict of dotted keys
+    (``{"lora.r": 8, "train.learning_rate": 1e-4}``) or ``--set`` strings. ``train_data`` and
+    ``validation_data``, when given, are anything :func:`load_questions` takes (a DataFrame above all); they are
+    stored in the run folder (``train_data.jsonl``, ``validation_data.jsonl``) and the configuration names those
+    files, so the run record holds them and ``mcq-unsloth recipe RUN/config.yaml --out RUN --resume`` continues
+    the run. ``out`` is the run folder (default ``runs/NAME``); an existing one needs ``resume`` or ``overwrite``.
+
+    >>> run = mu.train("smoke", train_data=frame, overrides={"train.max_steps": 20})   # doctest: +SKIP
+    >>> run.metrics["eval_accuracy"], run.history.tail()                             # doctest: +SKIP
+    """
+    from .config import from_dict, load_config
+    from .data.questions import write_questions
+    from .training.recipes import find_recipe
+    from .training.run import run_training
+
+    sets, typed = _overrides(overrides)
+    if isinstance(recipe, dict):
+        config, source, name = from_dict({**recipe}, sets, typed=typed), "a dict", "run"
+    else:
+        path = find_recipe(str(recipe))
+        config, source, name = load_config(path, sets, typed=typed), str(path), Path(str(recipe)).stem
+    run_dir = Path(out) if out is not None else Path("runs") / name
+    stored = {"train": train_data, "validation": validation_data}
+    stored = {part: load_questions(data) for part, data in stored.items() if data is not None}  # bad data: now
+
+    def store(folder: Path):
+        changed = {}
+        for part, questions in stored.items():
+            path = (folder / f"{part}_data.jsonl").resolve()
+            if path.exists() and resume and load_questions(path) != questions:
+                raise ConfigError([f"{part}_data differs from the questions {folder} was started with ({path}); "
+                                   f"resume with the same data, or start a new run"])
+            write_questions(questions, path)
+            changed[f"data.{part}"] = str(path)
+        return from_dict(_as_dict(config), [], typed=changed) if changed else config
+
+    metrics = run_training(config, run_dir, source, resume=resume, overwrite=overwrite, prepare=store)
+    return Run(run_dir, Path(metrics["adapter"]), metrics)
+
+
 # --- helpers ------------------------------------------------------------------------------------------
+
+def _overrides(overrides) -> tuple[list[str], dict]:
+    """``--set`` strings and typed values from what :func:`train` takes as ``overrides``."""
+    if overrides is None:
+        return [], {}
+    if isinstance(overrides, dict):
+        return [], dict(overrides)
+    return list(overrides), {}
+
+
+def _as_dict(config) -> dict:
+    from .config import to_dict
+
+    return to_dict(config)
+
 
 def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw) -> PredictSettings:
     if mode not in MODES:

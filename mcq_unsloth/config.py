@@ -234,8 +234,9 @@ def check_trainer_names(train: TrainConfig) -> None:
         raise ConfigError(problems)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Read a recipe YAML, apply ``a.b=value`` overrides, and validate. Raises :class:`ConfigError`."""
+def load_config(path: str | Path, overrides: list[str] = (), typed: dict[str, Any] | None = None) -> Config:
+    """Read a recipe YAML, apply ``a.b=value`` overrides (and ``typed``, a dict of dotted keys to values), and
+    validate. Raises :class:`ConfigError`."""
     path = Path(path)
     try:
         data = yaml.safe_load(recipe_text(path)) or {}
@@ -243,7 +244,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
         raise ConfigError([f"not valid YAML: {error}"], str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError([f"a recipe is a mapping of sections, got {type(data).__name__}"], str(path))
-    return from_dict(data, overrides, source=str(path))
+    return from_dict(data, overrides, source=str(path), typed=typed)
 
 
 def recipe_text(path: Path) -> str:
@@ -257,11 +258,15 @@ def recipe_text(path: Path) -> str:
                           str(path)) from None
 
 
-def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | None = None) -> Config:
-    """Build and validate a :class:`Config` from plain data plus ``a.b=value`` overrides.
+def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | None = None,
+              typed: dict[str, Any] | None = None) -> Config:
+    """Build and validate a :class:`Config` from plain data plus ``a.b=value`` overrides, then ``typed`` ones (a
+    dict of dotted keys to values, as Python gives them).
 
     >>> from_dict({"lora": {"r": 8}}, ["train.learning_rate=1e-4"]).lora.r
     8
+    >>> from_dict({}, typed={"lora.target_modules": ["q_proj"], "train.max_steps": 5}).lora.target_modules
+    ['q_proj']
     >>> from_dict({"lora": {"rank": 8}})
     Traceback (most recent call last):
     ...
@@ -271,6 +276,8 @@ def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | Non
     data = _deep_copy(data)
     for override in overrides:
         problems += _apply_override(data, override)
+    for key, value in (typed or {}).items():
+        problems += _set_key(data, key, value, f"overrides[{key!r}]")
     config, found = _build(Config, data, "")
     problems += found
     if problems:
@@ -398,12 +405,17 @@ def _apply_override(data: dict[str, Any], override: str) -> list[str]:
     key = key.strip()
     if not sep or not key:
         return [f"--set {override!r}: write --set section.key=value, e.g. --set train.learning_rate=1e-4"]
-    if key not in valid_keys():
-        return [_unknown(key, valid_keys(), f"--set {key}")]
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    return _set_key(data, key, value, f"--set {key}")
+
+
+def _set_key(data: dict[str, Any], key: str, value: Any, label: str) -> list[str]:
+    """Set the dotted ``key`` of the recipe data to ``value``; an unknown key is a problem named with ``label``."""
+    if key not in valid_keys():
+        return [_unknown(key, valid_keys(), label)]
     node = data
     *parents, leaf = key.split(".")
     for part in parents:

@@ -3,7 +3,18 @@ the command line turns each into one line and exit code 2."""
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+
+# A full disk or quota, a read-only file system, missing permissions: the machine's state, not a bug.
+MACHINE_FIXES = {
+    errno.ENOSPC: "free some space, then run again",
+    errno.EDQUOT: "free some space, then run again",
+    errno.EROFS: "choose a location on a writable file system",
+    errno.EACCES: "check its permissions, or choose another location",
+    errno.EPERM: "check its permissions, or choose another location",
+}
 
 
 class DataError(ValueError):
@@ -56,6 +67,10 @@ class ModelLoadError(RuntimeError):
     """A model that cannot be loaded, with what to do about it."""
 
 
+class OutOfMemory(RuntimeError):
+    """Training ran out of GPU memory: what to lower, and the checkpoint to resume from."""
+
+
 class LongQuestions(ValueError):
     """Questions whose prompts do not fit the model's context, with ``on_long="error"`` (or too long to shorten)."""
 
@@ -66,3 +81,38 @@ class ExportError(ValueError):
 
 class LlamaCppUnusable(ExportError):
     """The installed llama.cpp cannot run on this machine: the machine's condition, told in one line."""
+
+
+# The errors above that are the user's to fix (or the machine's state), as the command line reports them.
+USER_ERRORS = (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, ExportError,
+               OutOfMemory)
+
+
+def machine_errno(error: Exception, writes: tuple = ()) -> int | None:
+    """The errno of :data:`MACHINE_FIXES` behind ``error``, or None when it is something else. Libraries that
+    write files themselves report a full disk in their own words: safetensors says ``No space left on device
+    (os error 28)``, and torch's zip writer only ``unexpected pos N vs M``, which counts as a full disk when one
+    of the ``writes`` lies on a file system with less than 1 MiB free.
+
+    >>> machine_errno(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
+    True
+    >>> machine_errno(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"))
+    28
+    >>> machine_errno(RuntimeError("CUDA error: device-side assert triggered")) is None
+    True
+    """
+    if isinstance(error, OSError):
+        return error.errno if error.errno in MACHINE_FIXES else None
+    text = str(error)
+    if code := next((c for c in MACHINE_FIXES if os.strerror(c) in text or f"(os error {c})" in text), None):
+        return code
+    if "inline_container" in text and any(_free_bytes(Path(p)) < 2**20 for p in writes):
+        return errno.ENOSPC
+    return None
+
+
+def _free_bytes(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    status = os.statvfs(path)
+    return status.f_bavail * status.f_frsize

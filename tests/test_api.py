@@ -132,3 +132,39 @@ def test_evaluate_equals_eval(model, tmp_path, tiny_model_dir):
     assert report["confusion"] == written["confusion"] and len(report["predictions"]) == 200
     with pytest.raises(DataError, match="eval needs answers"):
         mcq_unsloth.evaluate(model, [{"question": "q", "A": "x", "B": "y"}])
+
+
+# --- train ------------------------------------------------------------------------------------------------
+
+def test_train_from_dataframes_then_resume_that_run_from_the_cli(tmp_path):
+    from helpers import ok, run
+
+    train_frame = questions_frame(load_questions("synth:48"))
+    validation_frame = questions_frame(load_questions("synth-held-out:8"))
+    trained = mcq_unsloth.train("smoke", train_data=train_frame, validation_data=validation_frame,
+                                overrides={"train.max_steps": 2, "train.save_steps": 2, "train.eval_steps": 2,
+                                           "train.logging_steps": 1},
+                                out=tmp_path / "run")
+    assert trained.adapter == tmp_path / "run" / "adapter" and (trained.adapter / "adapter_config.json").is_file()
+    assert trained.metrics["steps"] == 2 and trained.eval_command.startswith("mcq-unsloth eval --model")
+    assert {"loss", "eval_loss", "eval_accuracy"} <= set(trained.history.columns)
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert str(tmp_path / "run" / "train_data.jsonl") in config and "validation_data.jsonl" in config
+    assert load_questions(tmp_path / "run" / "train_data.jsonl") == load_questions(train_frame)
+    resumed = ok(run("recipe", tmp_path / "run" / "config.yaml", "--out", tmp_path / "run", "--resume"))
+    assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 2
+    with pytest.raises(mcq_unsloth.errors.ConfigError, match="train_data differs"):
+        mcq_unsloth.train("smoke", train_data=train_frame.head(40), validation_data=validation_frame,
+                          overrides={"train.max_steps": 2, "train.save_steps": 2, "train.eval_steps": 2,
+                                     "train.logging_steps": 1},
+                          out=tmp_path / "run", resume=True)
+
+
+def test_train_refuses_an_existing_run_and_a_bad_override(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        mcq_unsloth.train("smoke", out=tmp_path / "run")
+    with pytest.raises(mcq_unsloth.errors.ConfigError, match="did you mean 'train.learning_rate'"):
+        mcq_unsloth.train("smoke", overrides={"train.lr": 1e-3}, out=tmp_path / "other")
+    assert not (tmp_path / "other").exists()

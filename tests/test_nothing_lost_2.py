@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import error_line, ok, run
 
-from mcq_unsloth.cli.errors import machine_errno
+from mcq_unsloth.errors import machine_errno
 from mcq_unsloth import load_questions
 from mcq_unsloth.data.questions import Question, write_questions
 from mcq_unsloth.inference.files import record_path

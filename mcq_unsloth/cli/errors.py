@@ -4,7 +4,6 @@ folder without write permission): one readable line and exit code 2, never a tra
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import sys
@@ -12,15 +11,7 @@ from pathlib import Path
 
 import click
 
-# A full disk or quota, a read-only file system, missing permissions: the machine's state, not a bug.
-MACHINE_FIXES = {
-    errno.ENOSPC: "free some space, then run again",
-    errno.EDQUOT: "free some space, then run again",
-    errno.EROFS: "choose a location on a writable file system",
-    errno.EACCES: "check its permissions, or choose another location",
-    errno.EPERM: "check its permissions, or choose another location",
-}
-
+from ..errors import MACHINE_FIXES, USER_ERRORS, machine_errno
 
 class UserError(click.ClickException):
     """A mistake the user can fix: printed as one line, exit code 2."""
@@ -29,11 +20,8 @@ class UserError(click.ClickException):
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
-    """The exceptions that are the user's to fix, imported only when a command needs them."""
-    from ..errors import ConfigError, DataError, ExportError, LongQuestions, ModelLoadError, OutputError, RecipeNotFound
-
-    return (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, ExportError,
-            FileExistsError, FileNotFoundError)
+    """The exceptions that are the user's to fix."""
+    return USER_ERRORS + (FileExistsError, FileNotFoundError)
 
 
 @contextlib.contextmanager
@@ -83,33 +71,3 @@ def _machine_error_types() -> tuple[type[Exception], ...]:
     from safetensors import SafetensorError
 
     return OSError, RuntimeError, SafetensorError
-
-
-def machine_errno(error: Exception, writes: tuple = ()) -> int | None:
-    """The errno of :data:`MACHINE_FIXES` behind ``error``, or None when it is something else. Libraries that
-    write files themselves report a full disk in their own words: safetensors says ``No space left on device
-    (os error 28)``, and torch's zip writer only ``unexpected pos N vs M``, which counts as a full disk when one
-    of the ``writes`` lies on a file system with less than 1 MiB free.
-
-    >>> machine_errno(OSError(errno.ENOSPC, "No space left on device")) == errno.ENOSPC
-    True
-    >>> machine_errno(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"))
-    28
-    >>> machine_errno(RuntimeError("CUDA error: device-side assert triggered")) is None
-    True
-    """
-    if isinstance(error, OSError):
-        return error.errno if error.errno in MACHINE_FIXES else None
-    text = str(error)
-    if code := next((c for c in MACHINE_FIXES if os.strerror(c) in text or f"(os error {c})" in text), None):
-        return code
-    if "inline_container" in text and any(_free_bytes(Path(p)) < 2**20 for p in writes):
-        return errno.ENOSPC
-    return None
-
-
-def _free_bytes(path: Path) -> int:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    status = os.statvfs(path)
-    return status.f_bavail * status.f_frsize

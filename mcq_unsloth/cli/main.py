@@ -5,15 +5,12 @@ line and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from .errors import (UserError, libraries_on_stderr, machine_errno, show_library_messages, user_error_types,
-                     user_errors)
+from .errors import UserError, libraries_on_stderr, show_library_messages, user_errors
 from .export import export, verify_gguf_command
 from .predict import bench, eval_command, predict
 from ..data.synth import KINDS, LEARNABLE_KINDS
@@ -156,59 +153,20 @@ def recipe_cp(name, dest, overwrite):
 @click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
 def recipe_run(name, overrides, out, resume, overwrite):
     """Run recipe NAME: defaults < recipe YAML < --set."""
-    from ..config import dump_yaml, load_config
-    from ..model.backends import out_of_memory_errors
-    from ..outputs import check_writable, exclusive
-    from ..training.recipes import find_recipe
-    from ..training.folders import latest_checkpoint, prepare_run_dir, record_run
+    from ..api import train
+    from ..training.folders import latest_checkpoint
 
     run_dir = Path(out or Path("runs") / Path(name).stem)
     with user_errors(run_dir), libraries_on_stderr():
-        path = find_recipe(name)
-        config = load_config(path, list(overrides))
-        check_writable(run_dir, folder=True)
-        with exclusive(run_dir):
-            prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-            record_run(run_dir, config, str(path), resume=resume)
-            click.echo(dump_yaml(config), err=True)
-            start = time.perf_counter()
-            try:
-                result = _run_task(config, run_dir, resume)
-            except KeyboardInterrupt:
-                last = latest_checkpoint(run_dir / "checkpoints")
-                click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
-                           f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
-                           + "".join(f" --set {o}" for o in overrides), err=True)
-                sys.exit(130)
-            except out_of_memory_errors() as error:
-                last = latest_checkpoint(run_dir / "checkpoints")
-                raise UserError(
-                    f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: "
-                    f"{last or 'none yet'}. Lower train.per_device_train_batch_size (raising "
-                    f"train.gradient_accumulation_steps to keep the batch), model.max_seq_length"
-                    + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
-                    + ", then continue with --resume") from None
-            except Exception as error:
-                # A run that stopped on bad input or a machine's condition (a full disk) before its first
-                # checkpoint leaves no folder to --overwrite.
-                ours = isinstance(error, user_error_types()) or machine_errno(error, (run_dir,)) is not None
-                if ours and not resume and latest_checkpoint(run_dir / "checkpoints") is None:
-                    shutil.rmtree(run_dir)
-                raise
-    result["seconds"] = round(time.perf_counter() - start, 1)
-    click.echo(json.dumps(result, ensure_ascii=False))
-
-
-def _run_task(config, run_dir: Path, resume: bool) -> dict:
-    if config.task == "sft":
-        from ..training.sft import train_sft
-
-        return train_sft(config, run_dir, resume=resume)
-    if config.task == "grpo":
-        from ..training.grpo import train_grpo
-
-        return train_grpo(config, run_dir, resume=resume)
-    raise UserError(f"task {config.task!r} has no runner")
+        try:
+            trained = train(name, overrides=list(overrides), out=run_dir, resume=resume, overwrite=overwrite)
+        except KeyboardInterrupt:
+            last = latest_checkpoint(run_dir / "checkpoints")
+            click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
+                       f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
+                       + "".join(f" --set {o}" for o in overrides), err=True)
+            sys.exit(130)
+    click.echo(json.dumps(trained.metrics, ensure_ascii=False))
 
 
 # --- models -----------------------------------------------------------------------------------------
