@@ -4,12 +4,12 @@ Importing the package is cheap and has no side effects: torch, transformers and 
 model is loaded.
 """
 
-from .api import Model, Run, evaluate, load, predict, train
+from .api import Model, Run, ensemble, evaluate, export, load, plot_run, predict, train
 from .data.questions import Question
 from .data.sources import load_questions, questions_frame
 from .errors import DataError
 from .extraction import extract_answer
 
 __version__ = "0.1.0"
-__all__ = ["DataError", "Model", "Question", "Run", "evaluate", "extract_answer", "load", "load_questions", "predict",
-           "questions_frame", "train", "__version__"]
+__all__ = ["DataError", "Model", "Question", "Run", "ensemble", "evaluate", "export", "extract_answer", "load",
+           "load_questions", "plot_run", "predict", "questions_frame", "train", "__version__"]

@@ -17,9 +17,10 @@ from pathlib import Path
 from .data.sources import load_questions
 from .errors import ConfigError, DataError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
+from .inference.ensemble import ensemble
 from .inference.loading import Model, Plan, load, load_planned, plan
 
-__all__ = ["Model", "Run", "evaluate", "load", "predict", "train"]
+__all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "train"]
 
 MODES = ("score", "generate")
 ON_LONG = ("shorten", "error")
@@ -148,8 +149,7 @@ class Run:
         ``pandas.DataFrame`` read from the run's ``history.jsonl``."""
         import pandas as pd
 
-        path = self.run_dir / "history.jsonl"
-        return pd.DataFrame([json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line])
+        return pd.DataFrame(_history(self.run_dir))
 
 
 def train(recipe, *, overrides=None, train_data=None, validation_data=None, out: str | Path | None = None,
@@ -195,7 +195,76 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
     return Run(run_dir, Path(metrics["adapter"]), metrics)
 
 
+def plot_run(run):
+    """The curves of a training run (a :class:`Run` or its folder) as a ``matplotlib.figure.Figure``, the same the
+    run folder's PNG shows: loss, eval loss, validation accuracy and learning rate for SFT; rewards, accuracy, KL,
+    loss and completion length for GRPO. A notebook shows it inline; the global plotting backend is left alone.
+
+    >>> mu.plot_run("runs/smoke")          # doctest: +SKIP
+    """
+    import yaml
+
+    from .plots import SFT_PANELS, curves_figure, grpo_panels
+
+    run_dir = run.run_dir if isinstance(run, Run) else Path(run)
+    history_file, config_file = run_dir / "history.jsonl", run_dir / "config.yaml"
+    if not history_file.is_file() or not config_file.is_file():
+        raise DataError(run_dir, "not a finished run folder (no history.jsonl or config.yaml)",
+                        fix="give the folder a training run wrote")
+    config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    grpo = config.get("task") == "grpo"
+    panels = grpo_panels(list(config.get("grpo", {}).get("reward_weights", {}))) if grpo else SFT_PANELS
+    figure = curves_figure(_history(run_dir), panels, f"{'GRPO' if grpo else 'SFT'} {run_dir.name}")
+    if figure is None:
+        raise DataError(run_dir, "the run logged nothing to plot", fix="train for more steps than train.logging_steps")
+    return figure
+
+
+class Exported(list):
+    """The files an export wrote (a list of paths), with ``summary``: what ``mcq-unsloth export`` prints (the
+    merge check's figures, and with ``verify`` each GGUF file's agreement with the merged model)."""
+
+    def __init__(self, files, summary: dict):
+        super().__init__(files)
+        self.summary = summary
+
+
+def export(source, out, *, format: str = "gguf", quant=None, verify: bool = False, overwrite: bool = False,
+           base: str | None = None, checkpoint: int | None = None, dtype: str = "bfloat16",
+           progress: bool = True) -> Exported:
+    """Export ``source`` (a run folder, a LoRA adapter folder or a model folder) into the folder ``out`` and
+    return the files written. ``format``: ``lora`` (the adapter as it is), ``merged`` (LoRA merged into the base's
+    ``dtype`` weights, checked against the adapter) or ``gguf`` (one file per ``quant``, one name or several, of
+    f32, f16, bf16, q8_0 (the default), q4_k_m, q5_k_m, q6_k, each with an Ollama Modelfile; ``verify`` checks
+    each in llama.cpp). An ``out`` that
+    holds files is replaced only with ``overwrite``, and never one that is, holds or lies in the source.
+
+    >>> files = mu.export("runs/smoke", "exports/smoke", quant=("q8_0", "q4_k_m"))   # doctest: +SKIP
+    """
+    from .convert.run import export_model
+
+    from .errors import ExportError
+
+    if quant is not None and format != "gguf":
+        raise ExportError("--quant is for --format gguf")
+    quants = ("q8_0",) if quant is None else (quant,) if isinstance(quant, str) else tuple(quant)
+    summary = export_model(str(source), format, Path(out), quants=quants,
+                           base=base, checkpoint=checkpoint, dtype=dtype, verify=verify, overwrite=overwrite,
+                           progress=progress)
+    if format == "gguf":
+        files = [Path(entry[key]) for entry in summary["gguf"] for key in ("file", "modelfile") if key in entry]
+    else:
+        files = sorted(path for path in Path(out).rglob("*") if path.is_file())
+    return Exported(files, summary)
+
+
 # --- helpers ------------------------------------------------------------------------------------------
+
+def _history(run_dir: Path) -> list[dict]:
+    """The rows of a run's ``history.jsonl``: what the trainer logged, step by step."""
+    text = (run_dir / "history.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
 
 def _overrides(overrides) -> tuple[list[str], dict]:
     """``--set`` strings and typed values from what :func:`train` takes as ``overrides``."""

@@ -11,6 +11,17 @@ from pathlib import Path
 from .outputs import replacing
 
 
+SFT_PANELS = [("loss", ["loss", "eval_loss"]), ("MCQ accuracy (validation)", ["eval_accuracy"]),
+              ("learning rate", ["learning_rate"])]
+
+
+def grpo_panels(rewards: list[str]) -> list[tuple[str, list[str]]]:
+    """The panels of a GRPO run's curves, for the rewards it computes."""
+    return [("rewards (mean)", [f"rewards/{name}/mean" for name in rewards] + ["reward"]),
+            ("MCQ accuracy (validation)", ["eval_accuracy"]), ("groups without reward spread", ["frac_reward_zero_std"]),
+            ("KL", ["kl"]), ("loss", ["loss"]), ("completion length", ["completions/mean_length"])]
+
+
 def curves_figure(history: list[dict], panels: list[tuple[str, list[str]]], title: str):
     """Logged values against step, one panel per ``(label, [keys])``; panels with no data are left out. Returns
     the :class:`~matplotlib.figure.Figure`, or None when nothing was logged."""

@@ -168,3 +168,86 @@ def test_train_refuses_an_existing_run_and_a_bad_override(tmp_path):
     with pytest.raises(mcq_unsloth.errors.ConfigError, match="did you mean 'train.learning_rate'"):
         mcq_unsloth.train("smoke", overrides={"train.lr": 1e-3}, out=tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+# --- export -----------------------------------------------------------------------------------------------
+
+def test_export_returns_the_files_it_wrote(tmp_path, tiny_model_dir):
+    files = mcq_unsloth.export(tiny_model_dir, tmp_path / "g", quant=["f16", "q8_0"])
+    assert sorted(p.name for p in files) == ["g-f16.Modelfile", "g-f16.gguf", "g-q8_0.Modelfile", "g-q8_0.gguf"]
+    assert all(p.is_file() for p in files) and files.summary["format"] == "gguf"
+    assert mcq_unsloth.export(tiny_model_dir, tmp_path / "one", quant="q8_0")[0].name == "one-q8_0.gguf"
+    with pytest.raises(mcq_unsloth.errors.ExportError, match="--quant is for --format gguf"):
+        mcq_unsloth.export(tiny_model_dir, tmp_path / "m", format="merged", quant="q8_0")
+    with pytest.raises(FileExistsError):
+        mcq_unsloth.export(tiny_model_dir, tmp_path / "g")  # holds files: replaced only with overwrite=True
+
+
+# --- ensemble ---------------------------------------------------------------------------------------------
+
+def test_ensemble_averages_probabilities_and_votes_letters(tmp_path, model, frame, tiny_model_dir):
+    from helpers import error_line, ok, run
+
+    from mcq_unsloth.inference.scoring import break_tie
+
+    one = mcq_unsloth.predict(model, frame, progress=False)
+    other = one.assign(prob_A=0.1, prob_B=0.1, prob_C=0.1, prob_D=0.7)  # a model that leans to D everywhere
+    mixed = mcq_unsloth.ensemble([one, other])
+    assert mixed.attrs["method"] == "mean of letter probabilities" and list(mixed["id"]) == list(one["id"])
+    expected = (one[["prob_A", "prob_B", "prob_C", "prob_D"]] + other[["prob_A", "prob_B", "prob_C", "prob_D"]]) / 2
+    assert (abs(mixed[["prob_A", "prob_B", "prob_C", "prob_D"]] - expected) < 1e-9).all().all()
+    assert (mixed["answer"] == expected.idxmax(axis=1).str[-1]).all()
+
+    votes = []  # three submissions (letters only): 2 of 3 win; a 1-1 draw with the third silent is drawn by id
+    for k, letters in enumerate([["A", "B"], ["A", "C"], ["B", ""]]):
+        path = tmp_path / f"s{k}.csv"
+        path.write_text("id,answer\n" + "".join(f"q{i},{x}\n" for i, x in enumerate(letters)))
+        votes.append(path)
+    voted = mcq_unsloth.ensemble(votes)
+    assert voted.attrs["method"] == "vote of letters"
+    assert voted["answer"].tolist() == ["A", break_tie("q1", ["B", "C"])]
+    assert mcq_unsloth.ensemble(votes, weights=[1, 3, 1])["answer"].tolist() == ["A", "C"]
+
+    short = tmp_path / "short.csv"
+    short.write_text("id,answer\nq0,A\n")
+    with pytest.raises(DataError, match="no answer for id 'q1'"):
+        mcq_unsloth.ensemble([votes[0], short])
+
+    # the command line: two eval folders (raw records with probabilities), weighted
+    for k in range(2):
+        ok(run("eval", "--model", tiny_model_dir, "--data", "shipped:mcq_zh.csv", "--out-dir", tmp_path / f"e{k}",
+               "--backend", "hf"))
+    result = ok(run("ensemble", tmp_path / "e0", tmp_path / "e1", "--out", tmp_path / "sub.csv", "--weights", "2,1"))
+    assert result["questions"] == 200 and result["method"] == "mean of letter probabilities"
+    # two runs of the same model average to that model's own answers
+    assert (tmp_path / "sub.csv").read_text() == (tmp_path / "e0" / "predictions.csv").read_text()
+    assert "give one positive --weights value per prediction (2), not [1.0]" in error_line(
+        run("ensemble", tmp_path / "e0", tmp_path / "e1", "--out", tmp_path / "x.csv", "--weights", "1"))
+
+
+# --- plot_run ---------------------------------------------------------------------------------------------
+
+def test_plot_run_returns_a_figure_and_leaves_the_plotting_backend_alone(trained_smoke_run):
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a notebook's own choice, which the library must not change
+    try:
+        figure = mcq_unsloth.plot_run(trained_smoke_run)
+        assert matplotlib.get_backend() == "svg"
+        titles = [axis.get_title() for axis in figure.axes if axis.get_visible()]
+        assert titles == ["loss", "MCQ accuracy (validation)", "learning rate"]
+        assert figure.axes[0].lines and figure.axes[1].lines  # the curves hold the logged points
+    finally:
+        matplotlib.use(before)
+    with pytest.raises(DataError, match="not a finished run folder"):
+        mcq_unsloth.plot_run(trained_smoke_run / "adapter")
+
+
+@pytest.fixture(scope="module")
+def trained_smoke_run(tmp_path_factory):
+    run = mcq_unsloth.train("smoke", overrides={"train.max_steps": 4, "train.logging_steps": 1, "train.eval_steps": 2,
+                                                "train.save_steps": 4, "data.train": "synth:48",
+                                                "data.validation": "synth-held-out:8"},
+                            out=tmp_path_factory.mktemp("plot") / "run")
+    return run.run_dir

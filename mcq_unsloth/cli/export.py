@@ -4,12 +4,11 @@ files for llama.cpp and Ollama."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import click
 
-from .errors import UserError, libraries_on_stderr, user_errors
+from .errors import libraries_on_stderr, user_errors
 from ..convert.run import QUANTS
 
 
@@ -36,28 +35,13 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 
     Ends with one JSON line: what was written, the merge check's largest probability difference, and with
     --verify each file's agreement with the merged model."""
-    from ..convert.run import needs_llama_cpp, run_export, source_folders
-    from ..outputs import check_writable, empty_folder, exclusive, refuse_overlap
+    from ..api import export as export_model
 
-    if quants and fmt != "gguf":
-        raise UserError("--quant is for --format gguf")
-    if verify and fmt != "gguf":
-        raise UserError("--verify checks GGUF files; for --format merged the merge is always checked")
     out = Path(out)
     with user_errors(out), libraries_on_stderr():
-        # A wrong SOURCE, or an --out that emptying would destroy it with, stops before --out is touched.
-        refuse_overlap(out, source_folders(source, checkpoint, base), "the export's source")
-        needs_llama_cpp(fmt, quants, verify)  # so does a llama.cpp that is missing or cannot run here
-        check_writable(out, folder=True)
-        with exclusive(out):
-            empty_folder(out, overwrite)
-            try:
-                result = run_export(source, fmt, out, quants=quants or ("f16",), base=base, checkpoint=checkpoint,
-                                    dtype=dtype, verify=verify)
-            except BaseException:
-                shutil.rmtree(out, ignore_errors=True)  # ours, emptied or made above: no half export is left
-                raise
-    click.echo(json.dumps(result, ensure_ascii=False))
+        written = export_model(source, out, format=fmt, quant=quants or (("f16",) if fmt == "gguf" else None),
+                               verify=verify, overwrite=overwrite, base=base, checkpoint=checkpoint, dtype=dtype)
+    click.echo(json.dumps(written.summary, ensure_ascii=False))
 
 
 @click.command("verify-gguf")

@@ -12,7 +12,7 @@ import click
 
 from .errors import UserError, libraries_on_stderr, show_library_messages, user_errors
 from .export import export, verify_gguf_command
-from .predict import bench, eval_command, predict
+from .predict import bench, ensemble_command, eval_command, predict
 from ..data.synth import KINDS, LEARNABLE_KINDS
 from ..model.tiny import SHAPES
 
@@ -24,7 +24,7 @@ def main():
     show_library_messages()
 
 
-for command in (predict, eval_command, bench, export, verify_gguf_command):
+for command in (predict, eval_command, ensemble_command, bench, export, verify_gguf_command):
     main.add_command(command)
 
 

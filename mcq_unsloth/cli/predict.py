@@ -143,6 +143,41 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
     click.echo(json.dumps({"out_dir": str(out_dir), **summary}, ensure_ascii=False))
 
 
+@click.command("ensemble")
+@click.argument("predictions", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Submission CSV to write (id,answer).")
+@click.option("--weights", default=None, help="Comma-separated weights, one per prediction (default: equal).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def ensemble_command(predictions, out, weights, overwrite):
+    """Combine several models' PREDICTIONS of the same questions into one submission: the weighted mean of their
+    letter probabilities when every input has them (raw JSON-lines files, eval folders, saved DataFrames), else a
+    weighted vote of their letters. Ends with one JSON line."""
+    import io
+
+    from ..inference.ensemble import ensemble
+    from ..outputs import check_writable, same_file, write_text
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if any(same_file(out, p) for p in predictions):
+        raise UserError(f"{out} is one of the predictions; writing there would destroy it: choose another output")
+    try:
+        parsed = [float(w) for w in weights.split(",")] if weights else None
+    except ValueError:
+        raise UserError(f"--weights must be numbers separated by commas, got {weights!r}") from None
+    with user_errors(out):
+        check_writable(out)
+        try:
+            frame = ensemble(list(predictions), parsed)
+        except ValueError as error:
+            raise UserError(str(error).replace("weight per prediction", "--weights value per prediction")) from None
+        text = io.StringIO()
+        frame[["id", "answer"]].to_csv(text, index=False, lineterminator="\n")
+        write_text(out, text.getvalue())
+    click.echo(json.dumps({"out": str(out), **frame.attrs}, ensure_ascii=False))
+
+
 # --- benchmarks -------------------------------------------------------------------------------------
 
 @click.group(invoke_without_command=True)

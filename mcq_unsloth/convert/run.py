@@ -77,6 +77,34 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
     return result
 
 
+def export_model(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("f16",), base: str | None = None,
+                 checkpoint: int | None = None, dtype: str = "bfloat16", verify: bool = False,
+                 overwrite: bool = False, progress: bool = True) -> dict:
+    """The whole ``mcq-unsloth export``: refuse an ``out`` that could destroy the source and a llama.cpp that is
+    needed but cannot run, before ``out`` is touched; then one writer at a time, ``out`` emptied only with
+    ``overwrite``, :func:`run_export`, and on any failure ``out`` removed (no half export is left)."""
+    from ..outputs import check_writable, empty_folder, exclusive, refuse_overlap
+
+    if fmt not in ("lora", "merged", "gguf"):
+        raise ExportError(f"format must be lora, merged or gguf, not {fmt!r}")
+    if unknown := [q for q in quants if q not in QUANTS]:
+        raise ExportError(f"unknown quantization {unknown[0]!r}; choose among {', '.join(QUANTS)}")
+    if verify and fmt != "gguf":
+        raise ExportError("--verify checks GGUF files; for --format merged the merge is always checked")
+    out = Path(out)
+    refuse_overlap(out, source_folders(source, checkpoint, base), "the export's source")
+    needs_llama_cpp(fmt, tuple(quants), verify)
+    check_writable(out, folder=True)
+    with exclusive(out):
+        empty_folder(out, overwrite)
+        try:
+            return run_export(source, fmt, out, quants=tuple(quants), base=base, checkpoint=checkpoint, dtype=dtype,
+                              verify=verify, progress=progress)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)  # ours, emptied or made above
+            raise
+
+
 def needs_llama_cpp(fmt: str, quants: tuple[str, ...], verify: bool) -> None:
     """Stop at once when the export asks for llama.cpp (``verify``, a K-quant) and it is missing or cannot run on
     this machine: before the slow merge, and before the output folder is touched."""

@@ -137,12 +137,21 @@ def _probabilities(q: Question, record: dict) -> dict[str, float]:
     """A record's letter probabilities in the question's own letters: with rotations, their mean."""
     if "probabilities" in record:
         return record["probabilities"]
-    details = record.get("details") or []
-    total = Counter()
+    return rotation_mean(record.get("details") or [])
+
+
+def rotation_mean(details: list[dict]) -> dict[str, float]:
+    """The letter probabilities of a circular record's rotations (one per option; rotation k shows original
+    option i+k at position i), each mapped back to the original letter and averaged.
+
+    >>> rotation_mean([{"probabilities": {"A": 0.7, "B": 0.3}}, {"probabilities": {"A": 0.4, "B": 0.6}}])
+    {'A': 0.65, 'B': 0.35}
+    """
+    total: Counter = Counter()
     for k, detail in enumerate(details):
         for letter, p in detail.get("probabilities", {}).items():
-            total[_unrotate(q, k, letter)] += p / len(details)
-    return dict(sorted(total.items()))
+            total[LETTERS[(LETTERS.index(letter) + k) % len(details)]] += p / len(details)
+    return {letter: round(p, 12) for letter, p in sorted(total.items())}
 
 
 def count_ties(record: dict) -> int:

@@ -100,15 +100,10 @@ def prompt_dataset(questions: list[Question], config: Config):
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from,
             names: list[str], config: Config) -> dict:
-    from ..plots import plot_curves
+    from ..plots import grpo_panels, plot_curves
 
     write_history(history, run_dir)
-    plot_curves(history, run_dir / "reward_curves.png", [
-        ("rewards (mean)", [f"rewards/{name}/mean" for name in names] + ["reward"]),
-        ("MCQ accuracy (validation)", ["eval_accuracy"]),
-        ("groups without reward spread", ["frac_reward_zero_std"]),
-        ("KL", ["kl"]), ("loss", ["loss"]), ("completion length", ["completions/mean_length"]),
-    ], title=f"GRPO {run_dir.name}")
+    plot_curves(history, run_dir / "reward_curves.png", grpo_panels(names), title=f"GRPO {run_dir.name}")
     return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,

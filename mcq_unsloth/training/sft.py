@@ -95,13 +95,10 @@ def _check_every_example_kept(prepared, questions: list[Question], source: str, 
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config
             ) -> dict:
-    from ..plots import plot_curves
+    from ..plots import SFT_PANELS, plot_curves
 
     write_history(history, run_dir)
-    plot_curves(history, run_dir / "train_curves.png", [
-        ("loss", ["loss", "eval_loss"]), ("MCQ accuracy (validation)", ["eval_accuracy"]),
-        ("learning rate", ["learning_rate"]),
-    ], title=f"SFT {run_dir.name}")
+    plot_curves(history, run_dir / "train_curves.png", SFT_PANELS, title=f"SFT {run_dir.name}")
     return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,
