@@ -251,3 +251,35 @@ def trained_smoke_run(tmp_path_factory):
                                                 "data.validation": "synth-held-out:8"},
                             out=tmp_path_factory.mktemp("plot") / "run")
     return run.run_dir
+
+
+# --- the documentation --------------------------------------------------------------------------------------
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_every_name_the_api_page_lists_exists():
+    import re
+
+    import mcq_unsloth.errors
+
+    text = (ROOT / "docs" / "api.md").read_text()
+    names = set(re.findall(r"`mu\.(\w+)", text))
+    assert {"load", "predict", "evaluate", "train", "export", "ensemble", "plot_run", "load_questions"} <= names
+    for name in names:
+        assert hasattr(mcq_unsloth, name) and name in mcq_unsloth.__all__, name
+    errors = re.search(r"## Errors\n\n(.+)", text, re.S).group(1)
+    for name in re.findall(r"`(\w+Error|\w+Exists|\w+NotFound|OutOfMemory|LongQuestions|LlamaCppUnusable)`", errors):
+        assert hasattr(mcq_unsloth.errors, name), name
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    import re
+
+    code = re.search(r"<!-- python-example -->\n```python\n(.+?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["report"]["accuracy"] > 0.6 and (tmp_path / "exports" / "notebook" / "notebook-q8_0.gguf").is_file()
+    assert list(scope["both"]["id"]) == list(scope["test_frame"]["id"])

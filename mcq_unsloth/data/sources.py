@@ -16,8 +16,8 @@ def load_questions(source, seed: int = 0) -> list[Question]:
     """Questions from anything a user holds them in, with the same column detection, answer normalisation and
     errors everywhere: a file path (CSV, TSV, JSONL, JSON, Parquet), ``shipped:NAME`` (a file shipped with
     the package), ``synth:N`` or ``synth-held-out:N`` (generated, seeded by ``seed``), a ``pandas.DataFrame``
-    (a bad row is named by its position and index label; empty cells are NaN), a ``datasets.Dataset`` or a list
-    of dicts. Raises :class:`~mcq_unsloth.errors.DataError`.
+    (a bad row is named by its position and index label; empty cells are NaN), a ``datasets.Dataset``, a list
+    of dicts, or questions already loaded. Raises :class:`~mcq_unsloth.errors.DataError`.
 
     >>> import pandas as pd
     >>> frame = pd.DataFrame({"question": ["1+1=?", "2+2=?"], "A": ["2", "4"], "B": ["3", "5"], "C": ["4", None]})
@@ -45,6 +45,8 @@ def load_questions(source, seed: int = 0) -> list[Question]:
         return records_to_questions("DataFrame", [str(c) for c in frame.columns], records, labels)
     if kind == "Dataset" and hasattr(source, "column_names"):
         return records_to_questions("Dataset", list(source.column_names), list(enumerate(source.to_list(), 1)))
+    if isinstance(source, (list, tuple)) and source and all(isinstance(item, Question) for item in source):
+        return list(source)
     if isinstance(source, (list, tuple)) and all(isinstance(item, dict) for item in source):
         columns = list(dict.fromkeys(key for item in source for key in item))
         return records_to_questions("list", columns, list(enumerate(source, start=1)))
