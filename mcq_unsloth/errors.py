@@ -55,8 +55,12 @@ class OutputError(OSError):
     """An output that cannot be written, or that another process is writing: the user's to fix."""
 
 
-class RunExists(FileExistsError):
-    pass
+class OutputExists(OutputError, FileExistsError):
+    """An output that already holds something, replaced only when asked (``--overwrite``, ``overwrite=True``)."""
+
+
+class RunExists(OutputExists):
+    """A run folder that cannot be started (it holds a run) or resumed (it holds none, or another one)."""
 
 
 class RecipeNotFound(LookupError):

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, OutputExists
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,14 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
 
 def empty_folder(path: str | Path, overwrite: bool = False, holds: str = "files",
                  fix: str = "pass --overwrite to replace it, or choose another folder") -> Path:
-    """Create ``path`` as an empty folder. One that holds anything is an error (FileExistsError saying what it
+    """Create ``path`` as an empty folder. One that holds anything is an error (OutputExists saying what it
     ``holds`` and the ``fix``) unless ``overwrite``, which deletes it first."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path} is a file; name a folder for this output")
     if path.exists() and any(path.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{path} already holds {holds}; {fix}")
+            raise OutputExists(f"{path} already holds {holds}; {fix}")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path

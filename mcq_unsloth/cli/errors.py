@@ -20,8 +20,9 @@ class UserError(click.ClickException):
 
 
 def user_error_types() -> tuple[type[Exception], ...]:
-    """The exceptions that are the user's to fix."""
-    return USER_ERRORS + (FileExistsError, FileNotFoundError)
+    """The exceptions that are the user's to fix: our typed errors only. A FileNotFoundError from our own code is
+    a bug, and shows as one."""
+    return USER_ERRORS
 
 
 @contextlib.contextmanager

