@@ -19,12 +19,8 @@ import os
 from pathlib import Path
 
 from ..errors import ExportError
-from ..model.tiny import QWEN2_SPLIT
+from ..model.pretokenizers import LLAMA3_SPLIT, QWEN2_SPLIT
 
-
-# Llama 3's split, as its tokenizer.json writes it: like Qwen2's, with numbers in runs of up to three digits.
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
-                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 # llama.cpp's names (tokenizer.ggml.pre) for the pre-tokenizers we recognise, by what tokenizer.json says.
 PRE_TOKENIZERS = {
     "qwen2": (("Split", QWEN2_SPLIT, "Isolated", False), ("ByteLevel", False, False)),

@@ -17,11 +17,9 @@ from ..data.questions import Question
 from ..prompts import TEMPLATES, PromptConfig, build_messages
 from ..resources import shipped_dir
 from ..data.synth import synth_questions
+from .pretokenizers import QWEN2_SPLIT
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# Qwen2's pre-tokenizer split, as its tokenizer.json writes it: letters in runs, digits one by one.
-QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-               r"|\s+(?!\S)|\s+")
 # ChatML, as Qwen2.5 writes it, without Qwen's default system prompt.
 CHATML = (
     "{% for message in messages %}"
