@@ -283,3 +283,26 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), scope)
     assert scope["report"]["accuracy"] > 0.6 and (tmp_path / "exports" / "notebook" / "notebook-q8_0.gguf").is_file()
     assert list(scope["both"]["id"]) == list(scope["test_frame"]["id"])
+
+
+@pytest.mark.slow
+def test_the_quickstart_notebook_runs_and_its_committed_outputs_come_from_a_run(tmp_path):
+    """Executed in a real kernel (nbclient + ipykernel); the committed copy holds the outputs of such a run:
+    every code cell executed once, in order, with the same kinds of output as now."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    committed = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    code = [cell for cell in committed.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    assert all(cell.outputs for cell in code)
+    fresh = nbformat.read(ROOT / "examples" / "quickstart.ipynb", as_version=4)
+    NotebookClient(fresh, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    ran = [cell for cell in fresh.cells if cell.cell_type == "code"]
+    for before, now in zip(code, ran):
+        assert {o.output_type for o in before.outputs if o.output_type != "stream"} == \
+            {o.output_type for o in now.outputs if o.output_type != "stream"}, now.source
+    figure = ran[-2].outputs[-1]
+    assert "image/png" in figure.get("data", {})  # the curves, shown inline
+    assert (tmp_path / "exports" / "quickstart" / "quickstart-q8_0.gguf").is_file()
+    assert "quickstart-q8_0.gguf" in ran[-1].outputs[-1]["data"]["text/plain"]
