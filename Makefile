@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install llama-cpp demo test clean
+.PHONY: install llama-cpp wheels demo test clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,12 @@ $(VENV)/.installed: pyproject.toml Makefile scripts/install_llama_cpp.sh
 # or to switch between the portable and a native build.
 llama-cpp: install
 	bash scripts/install_llama_cpp.sh $(PY) $(LLAMA_CPU)
+
+# Every wheel an offline install needs (a Kaggle notebook with internet off), for this machine, in $(WHEELS)/;
+# for a CUDA notebook image: bash scripts/collect_wheels.sh DIR --cuda [--python-version X.Y]. See docs/kaggle.md.
+WHEELS ?= wheels
+wheels: install
+	PYTHON=$(PY) bash scripts/collect_wheels.sh $(WHEELS)
 
 demo: install
 	$(VENV)/bin/mcq-unsloth demo --overwrite

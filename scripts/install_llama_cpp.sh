@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs llama-cpp-python into a virtual environment from a wheel built with our flags, kept in a cache of
-# our own outside the clone. Usage: scripts/install_llama_cpp.sh PYTHON [portable|native]
+# our own outside the clone. Usage: scripts/install_llama_cpp.sh PYTHON [portable|native] [--wheel-only]
+# (--wheel-only: build the wheel if the cache lacks it, print its path, install nothing; collect_wheels.sh uses it)
 #
 # Why a cache of our own: pip's wheel cache is keyed by the source archive, not by CMAKE_ARGS, so a wheel built
 # elsewhere with other flags (-march=native, AVX-512) would be reused silently. Ours is keyed by the version,
@@ -20,8 +21,9 @@
 # never the default, and its cache folder is named for this CPU so no other machine picks it up.
 set -euo pipefail
 
-py=${1:?usage: install_llama_cpp.sh PYTHON [portable|native]}
+py=${1:?usage: install_llama_cpp.sh PYTHON [portable|native] [--wheel-only]}
 cpu=${2:-portable}
+wheel_only=${3:-}
 version=0.3.36
 arch=$(uname -m)
 
@@ -55,13 +57,13 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/mcq-unsloth
 dir="$cache/wheels/llama-cpp-python-$version-$arch-$cpu-$key"
 
 if ! ls "$dir"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
-  echo "building llama-cpp-python $version, $label (5 to 15 minutes on 2 cores, once per machine) into $dir"
+  echo >&2 "building llama-cpp-python $version, $label (5 to 15 minutes on 2 cores, once per machine) into $dir"
   mkdir -p "$cache/wheels"
   tmp=$(mktemp -d "$cache/wheels/.build-XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
   start=$(date +%s)
   CMAKE_ARGS="$cmake_args" "$py" -m pip --disable-pip-version-check wheel -q --no-deps --no-cache-dir \
-    --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$version"
+    --no-binary llama-cpp-python -w "$tmp" "llama-cpp-python==$version" >&2
   printf '%s\n' "$cmake_args" >"$tmp/CMAKE_ARGS"
   if [ "$cpu:$arch" = portable:x86_64 ] && command -v objdump >/dev/null; then
     # The point of the build: no AVX-512 (zmm) and no AMX (tmm) instruction in the CPU library.
@@ -75,9 +77,13 @@ if ! ls "$dir"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
   fi
   mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"  # another install may have finished the same build first
   trap - EXIT
-  echo "built in $(( $(date +%s) - start )) s"
+  echo >&2 "built in $(( $(date +%s) - start )) s"
 fi
 wheel=$(ls "$dir"/llama_cpp_python-"$version"-*.whl | head -n 1)
+if [ "$wheel_only" = --wheel-only ]; then
+  echo "$wheel"
+  exit 0
+fi
 
 # The first install brings llama-cpp-python's dependencies; the second makes sure the installed library is
 # this wheel even when the same version, built with other flags, was installed before.
