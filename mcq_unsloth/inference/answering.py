@@ -198,9 +198,10 @@ def metrics(questions: list[Question], predicted: dict[str, str | None], rotatio
 def _prompt_prefix(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt):
     """In score mode, the start every prompt of the file shares, run through the model once for all chunks.
     Prompts are tokenized a thousand at a time: a large file's token ids are never all held at once."""
+    from .llamacpp import GgufModel
     from .scoring import prompt_prefix, prompt_token_ids, shared_start
 
-    if settings.mode != "score" or len(questions) < 2 or not hasattr(model, "config"):  # GGUF: reuses its own
+    if settings.mode != "score" or len(questions) < 2 or isinstance(model, GgufModel):  # llama.cpp reuses its own
         return None
     asked = _asked(questions, settings)
     chunks = (prompt_token_ids(tokenizer, asked[i:i + 1000], prompt) for i in range(0, len(asked), 1000))
@@ -295,7 +296,9 @@ def _first_batch_size(model) -> int:
     """A starting batch size: from free GPU memory (halved on out-of-memory later), or 16 on CPU."""
     import torch
 
-    if not torch.cuda.is_available() or not hasattr(model, "config"):  # a CPU, or llama.cpp (one at a time)
+    from .llamacpp import GgufModel
+
+    if not torch.cuda.is_available() or isinstance(model, GgufModel):  # a CPU, or llama.cpp (one at a time)
         return 16
     free, _ = torch.cuda.mem_get_info()
     # ~150-token prompts of a 7B model need well under 64 MiB of activations each at inference.

@@ -139,7 +139,9 @@ def _letter_head(rows, bias):
 @contextlib.contextmanager
 def letters_only_head(model, token_ids: list[int]):
     """Within the block, ``model``'s output layer computes only the logits of ``token_ids``, in float32."""
-    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under PEFT's wrapper
+    from peft import PeftModel
+
+    owner = model.get_base_model() if isinstance(model, PeftModel) else model  # under PEFT's wrapper
     original = owner.get_output_embeddings()
     rows, bias = _output_rows(original, token_ids, owner.config.get_text_config().hidden_size)
     head = _letter_head(rows, bias)
@@ -237,7 +239,11 @@ def _row_name(q: Question, detail: str = "") -> str:
 def context_length(model, tokenizer) -> int | None:
     """The most tokens the model takes at once: its position limit, or the tokenizer's when that is lower. None
     when neither says."""
-    config = model.config.get_text_config() if hasattr(model, "config") else None  # a GGUF model has none
+    from .llamacpp import GgufModel
+
+    if isinstance(model, GgufModel):
+        return model.context  # the file's trained context, or less when llama.cpp was given less
+    config = model.config.get_text_config()
     limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     limits = [x for x in limits if isinstance(x, int) and 0 < x < 10**8]  # tokenizers say 1e30 for "no limit"
     return min(limits, default=None)
