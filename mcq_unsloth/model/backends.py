@@ -14,7 +14,6 @@ import json
 import logging
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,24 +125,27 @@ def load_model(source: str | Path, *, backend: str = "auto", dtype: str = "auto"
     source = str(source)
     local_only = _check_reachable(source)
     settings = _Settings(torch_dtype(dtype), load_in_4bit, max_seq_length, lora, seed, gradient_checkpointing)
-    with tempfile.TemporaryDirectory() as scratch:
-        if base is not None:
-            source = _rebased_adapter(source, base, Path(scratch))
-        if (named := adapter_base(source)) is not None:
-            try:
-                local_only = _check_reachable(named)
-            except ModelLoadError as error:
-                raise ModelLoadError(f"{source} is a LoRA adapter whose base model (adapter_config.json's "
-                                     f"base_model_name_or_path) cannot be loaded: {error}\npredict and eval take a "
-                                     f"local copy of it with --base PATH") from None
+    named = adapter_base(source)
+    if base is not None and named is None:
+        raise ModelLoadError(f"--base replaces a LoRA adapter's base model, and {source} is not an adapter "
+                             f"folder (it has no adapter_config.json)")
+    if base is not None:
+        named = str(Path(base).resolve()) if Path(base).exists() else base
+    if named is not None:
         try:
-            if backend == "unsloth":
-                loaded = _load_unsloth(source, settings, vllm_memory, local_only)
-            else:
-                loaded = _load_hf(source, settings, local_only)
-        except OSError as error:
-            # What transformers raises for a Hub id it can neither find in the cache nor download.
-            raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
+            local_only = _check_reachable(named)
+        except ModelLoadError as error:
+            raise ModelLoadError(f"{source} is a LoRA adapter whose base model (adapter_config.json's "
+                                 f"base_model_name_or_path) cannot be loaded: {error}\npredict and eval take a "
+                                 f"local copy of it with --base PATH") from None
+    try:
+        if backend == "unsloth":
+            loaded = _load_unsloth(source, settings, vllm_memory, local_only, base=base and named)
+        else:
+            loaded = _load_hf(source, settings, local_only, base=named)
+    except OSError as error:
+        # What transformers raises for a Hub id it can neither find in the cache nor download.
+        raise ModelLoadError(f"cannot load model {source!r}: {error}\n{OFFLINE_HINT}") from None
     if lora is not None and load_in_4bit:
         _no_cpu_repacking(loaded.model)
     tokenizer = loaded.tokenizer
@@ -185,18 +187,27 @@ class _Settings:
     checkpointing: bool
 
 
-def _load_unsloth(source: str, settings: _Settings, vllm_memory: float | None, local_only: bool) -> Loaded:
+def _load_unsloth(source: str, settings: _Settings, vllm_memory: float | None, local_only: bool,
+                  base: str | None = None) -> Loaded:
+    """``base``: the model to put the adapter folder ``source`` on, instead of the one its config names. Unsloth
+    loads an adapter folder only onto the base it names, so then Unsloth loads ``base`` (with the adapter's
+    tokenizer where it has one, as it would) and PEFT puts the adapter on it."""
+    from peft import PeftModel
     from unsloth import FastLanguageModel
 
     lora = settings.lora
     checkpointing = "unsloth" if settings.checkpointing else False
     vllm = {"fast_inference": True, "gpu_memory_utilization": vllm_memory,
             "max_lora_rank": lora.r if lora else 64} if vllm_memory else {}
+    tokenizer_from = {"tokenizer_name": source} if base is not None and _has_tokenizer(source) else {}
     # The dtype is always given: left to itself, Unsloth picks bfloat16 on a CPU too.
     net, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=source, max_seq_length=settings.max_seq_length, load_in_4bit=settings.load_in_4bit,
+        model_name=base or source, max_seq_length=settings.max_seq_length, load_in_4bit=settings.load_in_4bit,
         dtype=settings.dtype, use_gradient_checkpointing=checkpointing, **vllm, **_cache_only(local_only),
+        **tokenizer_from,
     )
+    if base is not None:
+        net = PeftModel.from_pretrained(net, source, is_trainable=lora is not None)
     is_adapter = adapter_base(source) is not None
     if lora is not None and not is_adapter:
         _check_targets(net, lora.target_modules, source)
@@ -210,14 +221,15 @@ def _load_unsloth(source: str, settings: _Settings, vllm_memory: float | None, l
     return Loaded(net, tokenizer, "unsloth")
 
 
-def _load_hf(source: str, settings: _Settings, local_only: bool) -> Loaded:
+def _load_hf(source: str, settings: _Settings, local_only: bool, base: str | None) -> Loaded:
+    """``base``: for an adapter folder ``source``, the model PEFT puts it on (the one its config names, or a
+    replacement); None for a whole model."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
 
     lora = settings.lora
-    base = adapter_base(source)
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=settings.dtype,
@@ -293,24 +305,6 @@ def _use_the_templates_end_of_turn(tokenizer) -> None:
         log.warning(f"note: the tokenizer's end token is {tokenizer.eos_token!r} but its chat template ends a turn "
                     f"with {end!r}; using {end!r} (the answer ends with it in training, and generation stops on it)")
     tokenizer.eos_token = end
-
-
-def _rebased_adapter(adapter: str, base: str, scratch: Path) -> str:
-    """A stand-in for the adapter folder in ``scratch`` (links to its files) whose adapter_config.json names
-    ``base`` as the base model."""
-    if adapter_base(adapter) is None:
-        raise ModelLoadError(f"--base replaces a LoRA adapter's base model, and {adapter} is not an adapter "
-                             f"folder (it has no adapter_config.json)")
-    folder = scratch / "adapter"
-    folder.mkdir()
-    for item in Path(adapter).resolve().iterdir():
-        if item.name != "adapter_config.json":
-            (folder / item.name).symlink_to(item)
-    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
-    named = str(Path(base).resolve()) if Path(base).exists() else base
-    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": named}),
-                                                encoding="utf-8")
-    return str(folder)
 
 
 def _cache_only(local_only: bool) -> dict:
