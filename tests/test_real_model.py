@@ -81,12 +81,12 @@ def test_the_templates_end_of_turn_is_taught_and_stops_generation(smollm2_dir, c
     and generation stops on it."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraConfig, from_dict
+    from mcq_unsloth.config import LoraConfig
     from mcq_unsloth import Question
     from mcq_unsloth.inference.scoring import generate_answers, prompt_token_ids, stop_token_ids
     from mcq_unsloth.prompts import PromptConfig
     from mcq_unsloth.model import backends as models
-    from mcq_unsloth.training.sft import _prompt_completion
+    from mcq_unsloth.training.sft import prompt_completion_dataset
 
     monkeypatch.setattr(models, "_warned_end_of_turn", set())  # once per process: earlier tests may have said it
     loaded = models.load_model(str(smollm2_dir), backend="hf", lora=LoraConfig(r=2))
@@ -98,7 +98,7 @@ def test_the_templates_end_of_turn_is_taught_and_stops_generation(smollm2_dir, c
     assert tokenizer.eos_token == "<|im_end|>" and stop_token_ids(model, tokenizer)[0] == end
 
     questions = load_questions(QUESTIONS)[:4]
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=_prompt_completion(questions, from_dict({})),
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=prompt_completion_dataset(questions),
                          args=SFTConfig(output_dir="unused", completion_only_loss=True, report_to=[], max_length=1024))
     for q, row in zip(questions, trainer.train_dataset):
         answer = [token for token, label in zip(row["input_ids"], row["labels"]) if label != -100]

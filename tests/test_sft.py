@@ -73,16 +73,16 @@ def test_labels_cover_only_the_answer(tiny_model_dir, tmp_path):
     labelled, every prompt token is -100."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraConfig, from_dict
+    from mcq_unsloth.config import LoraConfig
     from mcq_unsloth.model.backends import load_model
-    from mcq_unsloth.training.sft import _prompt_completion
+    from mcq_unsloth.training.sft import prompt_completion_dataset
     from mcq_unsloth.data.synth import synth_questions
 
     loaded = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, lora=LoraConfig(r=2))
     questions = synth_questions(4, seed=2)
     trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer,
                          args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[]),
-                         train_dataset=_prompt_completion(questions, from_dict({})))
+                         train_dataset=prompt_completion_dataset(questions))
     for question, row in zip(questions, sorted(trainer.train_dataset, key=lambda r: int(r["id"].rsplit("-", 1)[1]))):
         answer = [token for token, label in zip(row["input_ids"], row["labels"]) if label != -100]
         assert loaded.tokenizer.decode(answer) == f"{question.answer}<|im_end|>\n"

@@ -62,7 +62,6 @@ def measure_grpo(job: dict, backend: str) -> dict:
     """GRPO steps: one group of ``num_generations`` sampled replies per step, scored by the answer rewards."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from ..config import from_dict
     from ..training.grpo import prompt_dataset
     from ..training.rewards import REWARDS
     from ..data.synth import synth_questions
@@ -70,12 +69,11 @@ def measure_grpo(job: dict, backend: str) -> dict:
     loaded = _training_model(job, backend)
     generations = job["num_generations"]
     timer = _step_timer()
-    config = from_dict({})
     with tempfile.TemporaryDirectory() as scratch:
         trainer = GRPOTrainer(
             model=loaded.model, processing_class=loaded.tokenizer, callbacks=[timer],
             reward_funcs=[REWARDS["correct"], REWARDS["format"]],
-            train_dataset=prompt_dataset(synth_questions(job["warmup"] + job["steps"], seed=3), config),
+            train_dataset=prompt_dataset(synth_questions(job["warmup"] + job["steps"], seed=3)),
             args=GRPOConfig(output_dir=scratch, num_generations=generations,
                             max_completion_length=job["completion_length"], **_trainer_settings(job, generations)))
         trainer.train()

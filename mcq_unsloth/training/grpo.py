@@ -20,7 +20,7 @@ from ..errors import ModelLoadError
 from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
 from ..model.backends import fast_inference_problem, load_model, model_source, resolve_backend
 from ..model.precision import mixed_precision
-from ..prompts import build_messages
+from ..prompts import PromptConfig, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         model=loaded.model,
         reward_funcs=[REWARDS[name] for name in names],
         args=args,
-        train_dataset=prompt_dataset(train_questions, config),
+        train_dataset=prompt_dataset(train_questions, config.prompt),
         processing_class=loaded.tokenizer,
         callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
     )
@@ -90,11 +90,11 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-def prompt_dataset(questions: list[Question], config: Config):
+def prompt_dataset(questions: list[Question], prompt: PromptConfig | None = None):
     """GRPO's dataset: each question's chat prompt, with its answer and options for the reward functions."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"id": q.id, "prompt": build_messages(q, config.prompt), "answer": q.answer,
+    return Dataset.from_list([{"id": q.id, "prompt": build_messages(q, prompt), "answer": q.answer,
                                "options": q.options} for q in questions])
 
 

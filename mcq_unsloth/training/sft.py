@@ -17,7 +17,7 @@ from .folders import (VALIDATION_FILE, eval_command, last_logged, resume_checkpo
     write_training_record)
 from ..model.backends import load_model, model_source, resolve_backend
 from ..model.precision import mixed_precision
-from ..prompts import build_messages
+from ..prompts import PromptConfig, build_messages
 
 
 def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
@@ -48,15 +48,16 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     trainer = SFTTrainer(
         model=loaded.model,
         args=args,
-        train_dataset=_prompt_completion(train_questions, config),
-        eval_dataset=_prompt_completion(val_questions, config) if val_questions else None,
+        train_dataset=prompt_completion_dataset(train_questions, config.prompt),
+        eval_dataset=prompt_completion_dataset(val_questions, config.prompt) if val_questions else None,
         processing_class=loaded.tokenizer,
         callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
     )
-    _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train, config)
+    _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train,
+                              config.model.max_seq_length)
     if val_questions:
         _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
-                                  config)
+                                  config.model.max_seq_length)
         write_questions(val_questions, run_dir / VALIDATION_FILE)
     checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -71,17 +72,18 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-def _prompt_completion(questions: list[Question], config: Config):
+def prompt_completion_dataset(questions: list[Question], prompt: PromptConfig | None = None):
+    """SFT's dataset: each question's chat prompt and its answer letter as the assistant's reply."""
     from datasets import Dataset
 
     return Dataset.from_list([
-        {"id": q.id, "prompt": build_messages(q, config.prompt),
+        {"id": q.id, "prompt": build_messages(q, prompt),
          "completion": [{"role": "assistant", "content": q.answer}]}
         for q in questions
     ])
 
 
-def _check_every_example_kept(prepared, questions: list[Question], source: str, config: Config) -> None:
+def _check_every_example_kept(prepared, questions: list[Question], source: str, max_seq_length: int) -> None:
     """TRL drops examples whose answer was cut off by ``max_length``; training on fewer than asked, silently,
     is worse than stopping."""
     kept = set(prepared["id"])
@@ -89,7 +91,7 @@ def _check_every_example_kept(prepared, questions: list[Question], source: str, 
     if lost:
         q = lost[0]
         raise DataError(source, f"{len(lost)} example(s) have no answer token left after truncating "
-                        f"to model.max_seq_length={config.model.max_seq_length}, first id {q.id!r}",
+                        f"to model.max_seq_length={max_seq_length}, first id {q.id!r}",
                         row=q.row or None, fix="raise model.max_seq_length or shorten the question")
 
 
