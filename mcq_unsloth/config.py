@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,11 +18,11 @@ from typing import Any
 
 import yaml
 
+from .data.synth import source_problem
 from .errors import ConfigError
 from .model.precision import DTYPES
 from .prompts import PromptConfig
 
-SYNTH_SOURCE = re.compile(r"^synth(-held-out)?:(\d+)$")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -105,8 +104,8 @@ class DataConfig:
             found.append(f"data.subset: must be in (0, 1], got {self.subset}")
         for name in ("train", "validation"):
             value = getattr(self, name)
-            if value and value.startswith("synth") and not SYNTH_SOURCE.match(value):
-                found.append(f"data.{name}: {value!r}: write synth:N or synth-held-out:N, N a number of questions")
+            if value and (problem := source_problem(value)):
+                found.append(f"data.{name}: {value!r}: {problem}")
         return found
 
 

@@ -60,6 +60,12 @@ def test_a_dataset_and_a_list_of_dicts_read_like_a_file(tmp_path):
         load_questions(3)
 
 
+def test_synthetic_sources_and_a_misspelt_one():
+    assert len(load_questions("synth:5")) == 5 and load_questions("synth-held-out:2")[0].id.startswith("synth-held")
+    with pytest.raises(DataError, match="synth:N or synth-held-out:N"):
+        load_questions("synth:five")  # not looked for as a file named so
+
+
 def test_questions_frame_round_trips():
     questions = load_questions("shipped:mcq_zh.csv")
     frame = questions_frame(questions)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from ..config import SYNTH_SOURCE, DataConfig
+from ..config import DataConfig
 from ..errors import DataError
 from ..resources import shipped_file
 from .questions import Question, read_questions, records_to_questions, split_questions, stratified_subset
-from .synth import synth_questions
+from .synth import parse_source, source_problem, synth_questions
 
 
 def load_questions(source, seed: int = 0) -> list[Question]:
@@ -28,8 +28,10 @@ def load_questions(source, seed: int = 0) -> list[Question]:
     """
     if isinstance(source, (str, os.PathLike)):
         text = str(source)
-        if synth := SYNTH_SOURCE.match(text):
-            return synth_questions(int(synth.group(2)), seed, held_out=bool(synth.group(1)))
+        if synth := parse_source(text):
+            return synth_questions(synth[0], seed, held_out=synth[1])
+        if problem := source_problem(text):
+            raise DataError(text, problem)
         if text.startswith("shipped:"):
             try:
                 return read_questions(shipped_file(text[8:]))

@@ -20,6 +20,7 @@ The same seed always gives the same questions.
 from __future__ import annotations
 
 import random
+import re
 from typing import Callable
 
 from .questions import LETTERS, Question
@@ -74,6 +75,27 @@ KINDS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "lookup": _lookup, "count": _count, "match": _match, "arith": _arith, "compare": _compare,
 }
 LEARNABLE_KINDS = ["lookup", "count"]
+
+
+SOURCE = re.compile(r"^synth(-held-out)?:(\d+)$")
+
+
+def parse_source(text: str) -> tuple[int, bool] | None:
+    """``(n, held_out)`` for the data sources ``synth:N`` and ``synth-held-out:N``; None for any other text.
+
+    >>> parse_source("synth:400"), parse_source("synth-held-out:50"), parse_source("train.csv")
+    ((400, False), (50, True), None)
+    """
+    found = SOURCE.match(text)
+    return (int(found.group(2)), bool(found.group(1))) if found else None
+
+
+def source_problem(text: str) -> str | None:
+    """What is wrong with a data source that begins like a synthetic one but is not ``synth:N`` or
+    ``synth-held-out:N``; None when it is one, or is no such thing."""
+    if text.startswith("synth") and parse_source(text) is None:
+        return "write synth:N or synth-held-out:N, N a number of questions"
+    return None
 
 
 def synth_questions(n: int, seed: int = 0, kinds: list[str] | None = None, held_out: bool = False) -> list[Question]:
