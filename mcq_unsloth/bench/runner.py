@@ -1,7 +1,13 @@
-"""Benchmarks that print figures (never timed tests): ``mcq-unsloth bench inference``.
+"""Benchmarks that print figures (never timed tests), for the two ``bench`` commands.
 
-Inference speed of the two modes on the same questions and model: ``score`` (one forward pass per batch),
-batched ``generate`` and one-at-a-time ``generate`` (how the contest scripts answered).
+``mcq-unsloth bench inference`` (:func:`inference_speed`): the answering modes on one loaded model and the same
+questions: ``score`` (one forward pass per batch), batched ``generate`` and one-at-a-time ``generate`` (how the
+contest scripts answered).
+
+``mcq-unsloth bench`` (:func:`run_bench`): Unsloth against transformers + PEFT + bitsandbytes for SFT, GRPO,
+scoring and generation, side by side. Each job (a dict from :func:`bench_jobs`: task, backend and the settings
+both backends share) runs in a process of its own (:mod:`mcq_unsloth.bench.worker`); the rows, the unsloth/hf
+ratios and the contest projections go to bench.json, bench.md and bench.png.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""One benchmark measurement in a process of its own: ``python -m mcq_unsloth.bench.worker SPEC``, where SPEC is
-the JSON of a :class:`mcq_unsloth.bench.runner.Job`. Prints one JSON row as its last line.
+"""One benchmark measurement in a process of its own: ``python -m mcq_unsloth.bench.worker JOB``, where JOB is
+the JSON of one job of :func:`mcq_unsloth.bench.runner.bench_jobs` (task, backend, model and the shared
+settings). Prints one JSON row as its last line.
 
 A process per task and backend, because Unsloth patches transformers, PEFT and TRL when imported: the ``hf``
 rows run in a process where Unsloth is imported only where the vanilla path cannot run without it (training on
