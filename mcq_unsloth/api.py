@@ -70,7 +70,7 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
         earlier = answered(out, settings, questions) if resume else None  # another run's file stops us here
         loaded = model if isinstance(model, Model) else load_planned(decided, backend)
         collected: list = []
-        counts = predict_file(loaded.model, loaded.tokenizer, questions, out, settings, decided.prompt, resume,
+        counts = predict_file(loaded.engine, questions, out, settings, decided.prompt, resume,
                               progress, collected)
     records = {record["id"]: record for _, record in collected}
     if earlier:  # the answers a resumed file held: their raw records when they were kept, else the letters
@@ -123,7 +123,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         loaded = model if isinstance(model, Model) else load_planned(decided, backend)
         out_dir.mkdir(parents=True, exist_ok=True)
         collected: list = []
-        result = evaluate_file(loaded.model, loaded.tokenizer, questions, out_dir, settings, decided.prompt, resume,
+        result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
                                progress, _about(decided, loaded), collected)
     records = {**records_of(settings.raw), **{record["id"]: record for _, record in collected}}
     return {**result, "predictions": answers_frame(questions, records, settings)}
@@ -301,7 +301,7 @@ def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
 def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: bool) -> tuple[dict, dict]:
     """The raw records of every question, answered in memory, and the counts and speed of it."""
     start = time.perf_counter()
-    answers = Answers(loaded.model, loaded.tokenizer, questions, settings, loaded.plan.prompt, progress)
+    answers = Answers(loaded.engine, questions, settings, loaded.plan.prompt, progress)
     records = {record["id"]: record for batch in answers for _, record in batch}
     seconds = time.perf_counter() - start
     return records, {"answered": len(questions), "shortened": len(answers.shortened), "seconds": round(seconds, 2),

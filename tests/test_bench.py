@@ -8,6 +8,7 @@ import sys
 
 from click.testing import CliRunner
 
+from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth.cli.main import main
 
 
@@ -38,14 +39,15 @@ import json, sys
 from mcq_unsloth.model.backends import load_model
 from mcq_unsloth.inference.answering import PredictSettings
 from mcq_unsloth.inference.files import predict_file
+from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth.data.synth import synth_questions
 from pathlib import Path
 loaded = load_model(sys.argv[1], backend="hf", dtype="float32")
 questions = synth_questions(12, seed=4)
 for mode, circular in [("score", False), ("generate", False), ("score", True)]:
     out = Path(sys.argv[2]) / f"{mode}-{circular}.csv"
-    predict_file(loaded.model, loaded.tokenizer, questions, out, PredictSettings(mode, 4, circular=circular),
-                 progress=False)
+    predict_file(TransformersModel(loaded.model, loaded.tokenizer), questions, out,
+                 PredictSettings(mode, 4, circular=circular), progress=False)
 print(json.dumps({"unsloth": "unsloth" in sys.modules}))
 """
 
@@ -67,6 +69,6 @@ def test_vanilla_inference_without_unsloth_answers_as_in_the_patched_process(tmp
     loaded = load_model(str(tiny_model_dir), backend="hf", dtype="float32")
     for mode, circular in [("score", False), ("generate", False), ("score", True)]:
         here = tmp_path / f"{mode}-{circular}.csv"
-        predict_file(loaded.model, loaded.tokenizer, synth_questions(12, seed=4), here,
+        predict_file(TransformersModel(loaded.model, loaded.tokenizer), synth_questions(12, seed=4), here,
                      PredictSettings(mode, 4, circular=circular), progress=False)
         assert here.read_text() == (tmp_path / "alone" / here.name).read_text()

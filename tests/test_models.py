@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth import Question
 from mcq_unsloth.config import LoraConfig
 from mcq_unsloth.data.synth import synth_questions
@@ -226,7 +227,7 @@ def test_exact_ties_are_counted_and_not_given_to_the_first_letter(tiny_model_dir
     with torch.no_grad():
         loaded.model.lm_head.weight[ids] = loaded.model.lm_head.weight[ids[0]].clone()
     questions = synth_questions(40, seed=2, kinds=["lookup", "count"])  # four options each
-    result = evaluate_file(loaded.model, loaded.tokenizer, questions, tmp_path, PredictSettings(), progress=False)
+    result = evaluate_file(TransformersModel(loaded.model, loaded.tokenizer), questions, tmp_path, PredictSettings(), progress=False)
     assert result["ties"] == 40
     assert set(result["predicted"]) == set("ABCD") and max(result["predicted"].values()) < 0.5
     record = json.loads((tmp_path / "predictions.jsonl").read_text().splitlines()[0])

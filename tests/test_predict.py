@@ -7,6 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth import Question
 from mcq_unsloth.cli.main import main
 from mcq_unsloth.data.questions import write_questions
@@ -84,12 +85,12 @@ def test_resume_after_a_crash_finishes_with_the_same_answers(tmp_path, tiny):
     questions = synth_questions(12, seed=8)
     settings = PredictSettings(batch_size=4)
     full, partial = tmp_path / "full.csv", tmp_path / "partial.csv"
-    predict_file(tiny.model, tiny.tokenizer, questions, full, settings, progress=False)
+    predict_file(TransformersModel(tiny.model, tiny.tokenizer), questions, full, settings, progress=False)
     lines = full.read_text().splitlines(keepends=True)
     partial.write_text("".join(lines[:6]) + lines[6][:5])  # five answers and a line cut mid-write
     record_path(partial).write_bytes(record_path(full).read_bytes())  # written before the first answer
     assert len(answered(partial, settings, questions)) == 5 and partial.read_text().endswith("\n")
-    result = predict_file(tiny.model, tiny.tokenizer, questions, partial, settings, resume=True, progress=False)
+    result = predict_file(TransformersModel(tiny.model, tiny.tokenizer), questions, partial, settings, resume=True, progress=False)
     assert (result["answered"], result["skipped"]) == (7, 5)
     assert sorted(rows(partial)[1:]) == sorted(rows(full)[1:])
 
@@ -120,7 +121,7 @@ def test_circular_scoring_votes_over_rotations_scored_like_single_questions(tmp_
     questions = synth_questions(5, seed=6) + [Question("two", "哪个是甲？", {"A": "乙", "B": "甲"}, "B")]
     raw = tmp_path / "raw.jsonl"
     settings = PredictSettings(batch_size=8, circular=True, raw=raw)
-    predict_file(tiny.model, tiny.tokenizer, questions, tmp_path / "sub.csv", settings, progress=False)
+    predict_file(TransformersModel(tiny.model, tiny.tokenizer), questions, tmp_path / "sub.csv", settings, progress=False)
     records = [json.loads(line) for line in raw.read_text().splitlines()]
     assert [r["id"] for r in records] == [q.id for q in questions]
     for q, record in zip(questions, records):
@@ -195,7 +196,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_work(tmp_path, tiny, 
 
     monkeypatch.setattr(inference, "score_questions", flaky)
     out = tmp_path / "sub.csv"
-    result = predict_file(tiny.model, tiny.tokenizer, synth_questions(10, seed=1), out, PredictSettings(batch_size=4),
+    result = predict_file(TransformersModel(tiny.model, tiny.tokenizer), synth_questions(10, seed=1), out, PredictSettings(batch_size=4),
                           progress=False)
     assert calls[:3] == [(4, 4), (4, 4), (2, 2)] and result["batch_size"] == 2
     assert len(rows(out)) == 11

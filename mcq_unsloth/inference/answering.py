@@ -53,17 +53,19 @@ class Answers:
     again. Afterwards ``batch_size`` is the size that worked and ``shortened`` the ids whose text was cut.
     ``done`` questions answered before (a resumed file) start the progress bar."""
 
-    def __init__(self, model, tokenizer, questions: list[Question], settings: PredictSettings, prompt=None,
+    def __init__(self, model, questions: list[Question], settings: PredictSettings, prompt=None,
                  progress: bool = True, done: int = 0):
+        """``model``: a :class:`~mcq_unsloth.inference.transformers_model.TransformersModel` or a
+        :class:`~mcq_unsloth.inference.llamacpp.GgufModel` (what :attr:`mcq_unsloth.Model.engine` gives)."""
         from .scoring import fit_to_context
 
         room = settings.max_new_tokens if settings.mode == "generate" else 0
-        self.questions, shortened = fit_to_context(model, tokenizer, questions, prompt, room, settings.circular,
-                                                   settings.on_long)
+        self.questions, shortened = fit_to_context(model.context_length(), model.tokenizer, questions, prompt, room,
+                                                   settings.circular, settings.on_long)
         self.shortened = set(shortened)
-        self.model, self.tokenizer, self.settings, self.prompt = model, tokenizer, settings, prompt
+        self.model, self.settings, self.prompt = model, settings, prompt
         self.progress, self.done = progress, done
-        self.batch_size = settings.batch_size or _first_batch_size(model)
+        self.batch_size = settings.batch_size or model.first_batch_size()
 
     def __iter__(self):
         from tqdm.auto import tqdm
@@ -71,7 +73,9 @@ class Answers:
         from ..model.backends import out_of_memory_errors
 
         pending, settings = self.questions, self.settings
-        prefix = _prompt_prefix(self.model, self.tokenizer, pending, settings, self.prompt)
+        # In score mode the start every prompt shares runs through the model once, for all chunks.
+        prefix = (self.model.prompt_prefix(_asked(pending, settings), self.prompt)
+                  if settings.mode == "score" and len(pending) > 1 else None)
         with tqdm(total=self.done + len(pending), initial=self.done, unit="q", disable=not self.progress,
                   desc=settings.mode) as bar:
             position = 0
@@ -79,8 +83,7 @@ class Answers:
                 per_question = len(pending[position].options) if settings.circular else 1
                 chunk = pending[position:position + max(1, self.batch_size // per_question)]
                 try:
-                    results = _answer(self.model, self.tokenizer, chunk, settings, self.prompt, self.batch_size,
-                                      prefix)
+                    results = _answer(self.model, chunk, settings, self.prompt, self.batch_size, prefix)
                 except out_of_memory_errors() as error:
                     if self.batch_size == 1:
                         raise
@@ -195,33 +198,13 @@ def metrics(questions: list[Question], predicted: dict[str, str | None], rotatio
     return result
 
 
-def _prompt_prefix(model, tokenizer, questions: list[Question], settings: PredictSettings, prompt):
-    """In score mode, the start every prompt of the file shares, run through the model once for all chunks.
-    Prompts are tokenized a thousand at a time: a large file's token ids are never all held at once."""
-    from .llamacpp import GgufModel
-    from .scoring import prompt_prefix, prompt_token_ids, shared_start
-
-    if settings.mode != "score" or len(questions) < 2 or isinstance(model, GgufModel):  # llama.cpp reuses its own
-        return None
-    asked = _asked(questions, settings)
-    chunks = (prompt_token_ids(tokenizer, asked[i:i + 1000], prompt) for i in range(0, len(asked), 1000))
-    return prompt_prefix(model, shared_start(ids for chunk in chunks for ids in chunk))
-
-
-def _answer(model, tokenizer, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int,
-            prefix=None):
+def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int, prefix=None):
     """(Prediction, raw record) for each question of the chunk, in order."""
-    from .llamacpp import GgufModel
-    from .scoring import generate_answers, score_questions
-
     asked = _asked(chunk, settings)
-    if isinstance(model, GgufModel):  # llama.cpp: one prompt at a time, each reusing the start it shares
-        outputs = model.score(asked, prompt) if settings.mode == "score" else model.generate(
-            asked, prompt, settings.max_new_tokens)
-    elif settings.mode == "score":
-        outputs = score_questions(model, tokenizer, asked, prompt, batch_size, prefix)
+    if settings.mode == "score":
+        outputs = model.score(asked, prompt, batch_size, prefix)
     else:
-        outputs = generate_answers(model, tokenizer, asked, prompt, batch_size, settings.max_new_tokens)
+        outputs = model.generate(asked, prompt, batch_size, settings.max_new_tokens)
     if settings.mode == "score":
         records = [{"prediction": o.prediction, "probabilities": o.probabilities, **({"tied": o.tied} if o.tied else {})}
                    for o in outputs]
@@ -290,19 +273,6 @@ def _distribution(values: list, keys: list[str]) -> dict[str, float]:
     counts = Counter(values)
     total = max(len(values), 1)
     return {key: round(counts.get(key, 0) / total, 4) for key in keys if key != "none" or counts.get(key)}
-
-
-def _first_batch_size(model) -> int:
-    """A starting batch size: from free GPU memory (halved on out-of-memory later), or 16 on CPU."""
-    import torch
-
-    from .llamacpp import GgufModel
-
-    if not torch.cuda.is_available() or isinstance(model, GgufModel):  # a CPU, or llama.cpp (one at a time)
-        return 16
-    free, _ = torch.cuda.mem_get_info()
-    # ~150-token prompts of a 7B model need well under 64 MiB of activations each at inference.
-    return int(max(1, min(256, free // (64 * 2**20))))
 
 
 def _empty_cache() -> None:

@@ -22,7 +22,7 @@ from .answering import Answers, PredictSettings, count_ties, evaluation
 log = logging.getLogger(__name__)
 
 
-def predict_file(model, tokenizer, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
+def predict_file(model, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
                  resume: bool = False, progress: bool = True, collected: list | None = None) -> dict:
     """Answer ``questions`` into the CSV ``out`` (``id,answer``), skipping ids already there when resuming.
     Returns counts and speed for this call; ``collected``, when given, receives this call's ``(Prediction, raw
@@ -34,7 +34,7 @@ def predict_file(model, tokenizer, questions: list[Question], out: Path, setting
 
     done = answered(out, settings, questions) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
-    answers = Answers(model, tokenizer, pending, settings, prompt, progress, done=len(questions) - len(pending))
+    answers = Answers(model, pending, settings, prompt, progress, done=len(questions) - len(pending))
     new_file = done is None
     start = time.perf_counter()
     ties = 0
@@ -196,7 +196,7 @@ EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.j
               "confusion.png")
 
 
-def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, settings: PredictSettings,
+def evaluate_file(model, questions: list[Question], out_dir: Path, settings: PredictSettings,
                   prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None,
                   collected: list | None = None) -> dict:
     """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
@@ -207,7 +207,7 @@ def evaluate_file(model, tokenizer, questions: list[Question], out_dir: Path, se
 
     settings = replace(settings, raw=out_dir / "predictions.jsonl")
     collected = [] if collected is None else collected
-    speed = predict_file(model, tokenizer, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
+    speed = predict_file(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
                          collected)
     records = {record["id"]: record for _, record in collected}
     if len(records) < len(questions):  # the earlier run's answers, from what it wrote

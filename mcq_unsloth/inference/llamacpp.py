@@ -8,6 +8,7 @@ not need it, K-quants, ``--verify`` and GGUF prediction do.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -65,7 +66,7 @@ class GgufModel:
         from .scoring import letter_token_ids
 
         try:
-            return letter_token_ids(GgufTokenizer(self), letters)
+            return letter_token_ids(self.tokenizer, letters)
         except ValueError as error:
             raise ExportError(f"{self.path}: {error}") from None
 
@@ -93,12 +94,30 @@ class GgufModel:
             reply.append(token)
         return self.llm.detokenize(reply).decode("utf-8", errors="replace")
 
-    def score(self, questions, prompt=None) -> list:
+    @functools.cached_property
+    def tokenizer(self) -> GgufTokenizer:
+        """The file's chat template and llama.cpp's tokenization, as prompt rendering uses a tokenizer."""
+        return GgufTokenizer(self)
+
+    def context_length(self) -> int:
+        """The file's trained context, or less when llama.cpp was given less."""
+        return self.context
+
+    def first_batch_size(self) -> int:
+        """How many questions answering hands over at a time; llama.cpp asks them one by one anyway."""
+        return 16
+
+    def prompt_prefix(self, questions, prompt=None) -> None:
+        """None: llama.cpp reuses the start each prompt shares with the one before by itself (:meth:`next_logits`)."""
+        return None
+
+    def score(self, questions, prompt=None, batch_size: int = 1, prefix=None) -> list:
         """Letter scoring as :func:`mcq_unsloth.inference.scoring.score_questions` does it, one prompt at a time (each
-        reusing the start it shares with the previous one)."""
+        reusing the start it shares with the previous one); ``batch_size`` and ``prefix`` are the transformers
+        side's and change nothing here."""
         from ..prompts import render_prompt
 
-        tokenizer = GgufTokenizer(self)
+        tokenizer = self.tokenizer
         letter_ids = self.letter_ids("".join(sorted({x for q in questions for x in q.options})))
         return [self.score_tokens(question, self.token_ids(render_prompt(tokenizer, question, prompt)), letter_ids)
                 for question in questions]
@@ -118,14 +137,14 @@ class GgufModel:
         return Scored(question.id, break_tie(question.id, tied), dict(zip(letters, probabilities.tolist())),
                       tied if len(tied) > 1 else [])
 
-    def generate(self, questions, prompt=None, max_new_tokens: int = 8) -> list:
+    def generate(self, questions, prompt=None, batch_size: int = 1, max_new_tokens: int = 8) -> list:
         """Greedy replies and the letters extracted from them, as
-        :func:`mcq_unsloth.inference.scoring.generate_answers` gives them."""
+        :func:`mcq_unsloth.inference.scoring.generate_answers` gives them, one prompt at a time."""
         from ..extraction import extract_answer
         from ..prompts import render_prompt
         from .scoring import Generated
 
-        tokenizer, stop = GgufTokenizer(self), self.end_of_generation()
+        tokenizer, stop = self.tokenizer, self.end_of_generation()
         results = []
         for question in questions:
             reply = self.greedy(self.token_ids(render_prompt(tokenizer, question, prompt)), max_new_tokens, stop)

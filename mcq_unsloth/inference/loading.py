@@ -5,6 +5,7 @@ training record, the precision, the prompt) is a :class:`Plan`: a resumed output
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,16 @@ class Model:
     @property
     def prompt(self) -> PromptConfig:
         return self.plan.prompt
+
+    @functools.cached_property
+    def engine(self):
+        """What answering asks questions of: the GGUF model itself, or the transformers model with its tokenizer
+        (:class:`~mcq_unsloth.inference.transformers_model.TransformersModel`); both have the same methods."""
+        if self.backend == "llama.cpp":
+            return self.model
+        from .transformers_model import TransformersModel
+
+        return TransformersModel(self.model, self.tokenizer)
 
     @property
     def precision(self) -> str:
@@ -100,10 +111,10 @@ def load(model: str | Path, *, base: str | None = None, backend: str = "auto", d
 def load_planned(decided: Plan, backend: str = "auto") -> Model:
     """Load the model as ``decided``, saying (INFO) what it runs in and which prompt it is asked with."""
     if decided.gguf:
-        from .llamacpp import GgufModel, GgufTokenizer
+        from .llamacpp import GgufModel
 
         engine = GgufModel(decided.source)
-        loaded = Model(engine, GgufTokenizer(engine), "llama.cpp", decided)
+        loaded = Model(engine, engine.tokenizer, "llama.cpp", decided)
         log.info(f"model: {decided.source}, llama.cpp, weights {decided.produced_by['precision']}")
     else:
         from ..model.backends import load_model, out_of_memory_errors

@@ -195,13 +195,13 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return list(dict.fromkeys([tokenizer.eos_token_id, *configured]))
 
 
-def fit_to_context(model, tokenizer, questions: list[Question], prompt: PromptConfig | None = None, room: int = 0,
-                   circular: bool = False, on_long: str = "shorten") -> tuple[list[Question], set[str]]:
-    """The questions with those whose prompts leave less than ``room`` tokens of the model's context (a reply's
+def fit_to_context(context: int | None, tokenizer, questions: list[Question], prompt: PromptConfig | None = None,
+                   room: int = 0, circular: bool = False, on_long: str = "shorten") -> tuple[list[Question], set[str]]:
+    """The questions with those whose prompts leave less than ``room`` tokens of the model's ``context`` (a reply's
     length, for generation) shortened from the middle (see :func:`mcq_unsloth.prompts.fit_question`), and the
     ids shortened, each named in a warning on stderr. With ``on_long="error"`` they raise :class:`LongQuestions`
-    instead. Either way memory stays bounded by the batch, never by one long row."""
-    context = context_length(model, tokenizer)
+    instead. Either way memory stays bounded by the batch, never by one long row. No limit when ``context`` is
+    None."""
     if context is None or not questions:
         return questions, set()
     # A rotation's prompt (circular evaluation) may take a token or two more than the original's.
@@ -234,19 +234,6 @@ def _row_name(q: Question, detail: str = "") -> str:
     if q.row:
         return f"row {q.row} (id {q.id}{', ' + detail if detail else ''})"
     return f"id {q.id}{f' ({detail})' if detail else ''}"
-
-
-def context_length(model, tokenizer) -> int | None:
-    """The most tokens the model takes at once: its position limit, or the tokenizer's when that is lower. None
-    when neither says."""
-    from .llamacpp import GgufModel
-
-    if isinstance(model, GgufModel):
-        return model.context  # the file's trained context, or less when llama.cpp was given less
-    config = model.config.get_text_config()
-    limits = [getattr(config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-    limits = [x for x in limits if isinstance(x, int) and 0 < x < 10**8]  # tokenizers say 1e30 for "no limit"
-    return min(limits, default=None)
 
 
 def prompt_token_ids(tokenizer, questions: list[Question], prompt: PromptConfig | None = None) -> list[list[int]]:
