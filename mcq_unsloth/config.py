@@ -1,4 +1,6 @@
-"""Typed recipe configuration: one dataclass per concern, validated on load.
+"""Typed recipe configuration: one dataclass per concern (``ModelArgs``, ``LoraArgs``, ``DataArgs``, ``TrainArgs``,
+``GrpoArgs``; named so that none clashes with the ``LoraConfig``/``GRPOConfig`` of PEFT and TRL they feed), gathered
+in :class:`Config` and validated on load.
 
 Precedence is defaults < recipe YAML < ``--set a.b=value``. Unknown keys are errors naming the nearest
 valid key, and every problem in a recipe is reported at once in one :class:`ConfigError`. Field names follow
@@ -31,7 +33,7 @@ def _choice(default: str, *choices: str, doc: str = ""):
 
 
 @dataclass
-class ModelConfig:
+class ModelArgs:
     """Which model to load and how.
 
     ``name`` is a Hub id, a local folder (a base model, a merged model or a LoRA adapter folder), or
@@ -56,7 +58,7 @@ class ModelConfig:
 
 
 @dataclass
-class LoraConfig:
+class LoraArgs:
     """LoRA adapter settings, with PEFT's field names."""
 
     r: int = 16
@@ -81,7 +83,7 @@ class LoraConfig:
 
 
 @dataclass
-class DataConfig:
+class DataArgs:
     """Where questions come from and how they are split.
 
     ``train`` is a file path, ``shipped:NAME`` for a file in the package's ``data/`` folder, ``synth:N`` for
@@ -110,7 +112,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainArgs:
     """Trainer settings, passed to TRL under the same names."""
 
     learning_rate: float = 2e-4
@@ -154,7 +156,7 @@ class TrainConfig:
 
 
 @dataclass
-class GrpoConfig:
+class GrpoArgs:
     """GRPO settings, passed to TRL's ``GRPOConfig`` under the same names.
 
     ``reward_weights`` names the rewards of :mod:`mcq_unsloth.training.rewards` to compute, with their weights; a weight
@@ -191,12 +193,12 @@ class Config:
 
     task: str = _choice("sft", "sft", "grpo", doc="what running the recipe does")
     version: int = 1
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelArgs = field(default_factory=ModelArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    data: DataArgs = field(default_factory=DataArgs)
     prompt: PromptConfig = field(default_factory=PromptConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    grpo: GrpoArgs = field(default_factory=GrpoArgs)
 
     def problems(self) -> list[str]:
         found = []
@@ -209,11 +211,11 @@ class Config:
         return found
 
 
-def check_trainer_names(train: TrainConfig) -> None:
+def check_trainer_names(train: TrainArgs) -> None:
     """Raise :class:`ConfigError` for a ``train.optim`` or ``train.lr_scheduler_type`` that transformers does not
     know, naming the nearest ones. It imports transformers: call it once the backend is chosen (Unsloth first).
 
-    >>> check_trainer_names(TrainConfig(optim="adamw_fake"))
+    >>> check_trainer_names(TrainArgs(optim="adamw_fake"))
     Traceback (most recent call last):
     ...
     mcq_unsloth.errors.ConfigError: train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit', 'adamw_torch_fused' or 'adamw_torch'?

@@ -6,7 +6,7 @@ import pytest
 
 from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth import Question
-from mcq_unsloth.config import LoraConfig
+from mcq_unsloth.config import LoraArgs
 from mcq_unsloth.data.synth import synth_questions
 from mcq_unsloth.errors import ModelLoadError
 from mcq_unsloth.inference.scoring import letter_token_ids, score_questions
@@ -44,10 +44,10 @@ def test_shaped_models_have_the_real_layers_and_load_in_4bit(tmp_path, monkeypat
 
 
 def test_backends_load_4bit_with_lora_on_every_projection(tiny_model_dir, backend):
-    loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True, lora=LoraConfig(r=4, lora_alpha=8))
+    loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True, lora=LoraArgs(r=4, lora_alpha=8))
     assert loaded.backend == backend
     names = {name for name, p in loaded.model.named_parameters() if p.requires_grad}
-    for projection in LoraConfig().target_modules:
+    for projection in LoraArgs().target_modules:
         assert any(f"{projection}.lora_A" in name for name in names), projection
     assert all("lora_" in name for name in names)  # the base stays frozen
     quantized = [m for m in loaded.model.modules() if type(m).__name__ == "Linear4bit"]
@@ -104,14 +104,14 @@ def hub_cache(tmp_path, monkeypatch, tiny_model_dir):
 
 def test_without_network_a_cached_hub_model_loads_from_the_cache_alone(no_network, hub_cache, backend, tmp_path):
     """transformers would spend 100-150 s retrying downloads before using the cache: we load from the cache."""
-    from peft import LoraConfig as PeftLoraConfig
+    from peft import LoraConfig
     from peft import get_peft_model
 
     loaded = load_model("someone/tiny", backend=backend, load_in_4bit=False)
     assert loaded.model.config.hidden_size == 64
     adapter = tmp_path / "adapter"  # an adapter whose base is the cached Hub model
     local = load_model(str(hub_cache), backend="hf", load_in_4bit=False).model
-    get_peft_model(local, PeftLoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    get_peft_model(local, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"])).save_pretrained(adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": "someone/tiny"}))
     assert load_model(str(adapter), backend=backend, load_in_4bit=False).model is not None
@@ -195,13 +195,13 @@ def test_letters_only_head_reads_peft_output_layers(tiny_model_dir, head):
     """Scoring replaces the output layer by the letters' rows, read through the layer itself: a head trained in
     full (PEFT keeps a copy) or carrying LoRA must give what the model's own head gives, and is put back after."""
     import torch
-    from peft import LoraConfig as PeftLoraConfig
+    from peft import LoraConfig
     from peft import get_peft_model
 
     base = load_model(str(tiny_model_dir), backend="hf", dtype="float32").model
     settings = ({"target_modules": ["q_proj"], "modules_to_save": ["lm_head"]} if head == "trained in full"
                 else {"target_modules": ["q_proj", "lm_head"]})
-    model = get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **settings)).eval()
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **settings)).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if "lm_head" in name and ("modules_to_save" in name or "lora_" in name):
@@ -241,7 +241,7 @@ def test_a_4bit_model_trains_after_being_scored(tiny_model_dir, backend):
     import torch
 
     loaded = load_model(str(tiny_model_dir), backend=backend, load_in_4bit=True,
-                        lora=LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+                        lora=LoraArgs(r=2, target_modules=["q_proj", "v_proj"]))
     model = loaded.model
     model.eval()
     score_questions(model, loaded.tokenizer, synth_questions(3, seed=1))

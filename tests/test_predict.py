@@ -51,12 +51,12 @@ def test_an_adapter_whose_base_moved_predicts_with_base(tmp_path, tiny_model_dir
     and the answers are the adapter's (equal to those with the adapter's config pointing there)."""
     import shutil
 
-    from peft import LoraConfig as PeftLoraConfig
+    from peft import LoraConfig
     from peft import get_peft_model
 
     base = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False).model
     adapter = tmp_path / "adapter"
-    get_peft_model(base, PeftLoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
                    ).save_pretrained(adapter)
     moved = tmp_path / "adapter-moved"
     shutil.copytree(adapter, moved)

@@ -81,7 +81,7 @@ def test_the_templates_end_of_turn_is_taught_and_stops_generation(smollm2_dir, c
     and generation stops on it."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraConfig
+    from mcq_unsloth.config import LoraArgs
     from mcq_unsloth import Question
     from mcq_unsloth.inference.scoring import generate_answers, prompt_token_ids, stop_token_ids
     from mcq_unsloth.prompts import PromptConfig
@@ -89,7 +89,7 @@ def test_the_templates_end_of_turn_is_taught_and_stops_generation(smollm2_dir, c
     from mcq_unsloth.training.sft import prompt_completion_dataset
 
     monkeypatch.setattr(models, "_warned_end_of_turn", set())  # once per process: earlier tests may have said it
-    loaded = models.load_model(str(smollm2_dir), backend="hf", lora=LoraConfig(r=2))
+    loaded = models.load_model(str(smollm2_dir), backend="hf", lora=LoraArgs(r=2))
     models.load_model(str(smollm2_dir), backend="hf")
     notes = [line for line in capsys.readouterr().err.splitlines() if "chat template ends a turn" in line]
     assert len(notes) == 1 and "'<|im_start|>'" in notes[0] and "using '<|im_end|>'" in notes[0]

@@ -73,12 +73,12 @@ def test_labels_cover_only_the_answer(tiny_model_dir, tmp_path):
     labelled, every prompt token is -100."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraConfig
+    from mcq_unsloth.config import LoraArgs
     from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.training.sft import prompt_completion_dataset
     from mcq_unsloth.data.synth import synth_questions
 
-    loaded = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, lora=LoraConfig(r=2))
+    loaded = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, lora=LoraArgs(r=2))
     questions = synth_questions(4, seed=2)
     trainer = SFTTrainer(model=loaded.model, processing_class=loaded.tokenizer,
                          args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, report_to=[]),

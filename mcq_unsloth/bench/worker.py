@@ -120,11 +120,11 @@ MEASURES = {"sft": measure_sft, "grpo": measure_grpo, "score": measure_inference
 # --- helpers ------------------------------------------------------------------------------------------
 
 def _training_model(job: dict, backend: str):
-    from ..config import LoraConfig
+    from ..config import LoraArgs
     from ..model.backends import load_model
 
     return load_model(job["model"], backend=backend, dtype="auto", load_in_4bit=job["load_in_4bit"],
-                      max_seq_length=job["seq_len"], lora=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0),
+                      max_seq_length=job["seq_len"], lora=LoraArgs(r=16, lora_alpha=32, lora_dropout=0.0),
                       seed=3407, gradient_checkpointing=job["gradient_checkpointing"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import DataConfig
+from ..config import DataArgs
 from ..errors import DataError
 from ..resources import shipped_file
 from .questions import Question, read_questions, records_to_questions, split_questions, stratified_subset
@@ -75,7 +75,7 @@ def questions_frame(questions: list[Question]):
                                                                              else [])])
 
 
-def load_splits(config: DataConfig) -> tuple[list[Question], list[Question]]:
+def load_splits(config: DataArgs) -> tuple[list[Question], list[Question]]:
     """Train and validation questions: ``validation`` if given, else a seeded ``val_fraction`` of train.
     Both must be labelled. ``subset`` then keeps an answer-stratified share of train."""
     if not config.train:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import LoraConfig
+from ..config import LoraArgs
 from ..errors import ModelLoadError
 from .precision import torch_dtype
 
@@ -110,7 +110,7 @@ def fast_inference_problem(backend: str) -> str | None:
 
 
 def load_model(source: str | Path, *, backend: str = "auto", dtype: str = "auto", load_in_4bit: bool = False,
-               max_seq_length: int = 2048, lora: LoraConfig | None = None, seed: int = 3407,
+               max_seq_length: int = 2048, lora: LoraArgs | None = None, seed: int = 3407,
                gradient_checkpointing: bool = True, vllm_memory: float | None = None, base: str | None = None
                ) -> Loaded:
     """Load ``source`` (a folder or Hub id) with LoRA adapters ready to train, or for inference if ``lora`` is
@@ -182,7 +182,7 @@ class _Settings:
     dtype: Any  # a torch dtype
     load_in_4bit: bool
     max_seq_length: int
-    lora: LoraConfig | None
+    lora: LoraArgs | None
     seed: int
     checkpointing: bool
 
@@ -225,7 +225,7 @@ def _load_hf(source: str, settings: _Settings, local_only: bool, base: str | Non
     """``base``: for an adapter folder ``source``, the model PEFT puts it on (the one its config names, or a
     replacement); None for a whole model."""
     import torch
-    from peft import LoraConfig as PeftLoraConfig
+    from peft import LoraConfig
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
 
@@ -253,7 +253,7 @@ def _load_hf(source: str, settings: _Settings, local_only: bool, base: str | Non
         set_seed(settings.seed)  # LoRA's initial weights, as Unsloth's random_state does
         # As Unsloth does: embed_tokens / lm_head in target_modules are trained in full, not through LoRA.
         full = [m for m in lora.target_modules if m in FULLY_TRAINED]
-        net = get_peft_model(net, PeftLoraConfig(
+        net = get_peft_model(net, LoraConfig(
             r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
             target_modules=[m for m in lora.target_modules if m not in FULLY_TRAINED], modules_to_save=full or None,
             bias=lora.bias, use_rslora=lora.use_rslora, task_type="CAUSAL_LM",
