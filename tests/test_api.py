@@ -73,9 +73,17 @@ def test_questions_frame_round_trips():
     assert load_questions(frame) == questions
 
 
-def test_the_root_exports_its_documented_names():
+def test_the_root_exports_its_documented_names_and_every_typed_error():
+    import inspect
+
+    from mcq_unsloth import errors
+
     for name in mcq_unsloth.__all__:
         assert hasattr(mcq_unsloth, name), name
+    typed = {name for name, value in vars(errors).items()
+             if inspect.isclass(value) and issubclass(value, Exception) and value.__module__ == errors.__name__}
+    assert len(typed) >= 11 and typed <= set(mcq_unsloth.__all__)
+    assert all(getattr(mcq_unsloth, name) is getattr(errors, name) for name in typed)
 
 
 # --- load, predict, evaluate --------------------------------------------------------------------------
