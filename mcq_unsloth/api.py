@@ -17,7 +17,7 @@ from pathlib import Path
 from .data.sources import load_questions
 from .errors import ConfigError, DataError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
-from .inference.ensemble import ensemble
+from .inference.combine import ensemble
 from .inference.loading import Model, Plan, load, load_planned, plan
 
 __all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "train"]

@@ -86,6 +86,18 @@ def test_the_root_exports_its_documented_names_and_every_typed_error():
     assert all(getattr(mcq_unsloth, name) is getattr(errors, name) for name in typed)
 
 
+def test_no_module_shares_a_name_with_an_api_function():
+    """``mcq_unsloth.predict`` is the function: a module of that name anywhere in the package would be found
+    first by anyone who reads the layout (and, at the root, shadow it)."""
+    import pkgutil
+
+    functions = {name for name in mcq_unsloth.__all__ if callable(getattr(mcq_unsloth, name))
+                 and not isinstance(getattr(mcq_unsloth, name), type)}
+    modules = {info.name.rsplit(".", 1)[-1] for info in pkgutil.walk_packages(mcq_unsloth.__path__, "mcq_unsloth.")}
+    assert "predict" in functions and "scoring" in modules
+    assert not functions & modules
+
+
 # --- load, predict, evaluate --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 
 # Every module a command reaches before it checks its outputs, imported now: while a test runs as an
 # unprivileged user, the standard library under /root cannot be read.
-import mcq_unsloth.cli.predict  # noqa: F401
+import mcq_unsloth.cli.inference  # noqa: F401
 import mcq_unsloth.training.demo  # noqa: F401
 import mcq_unsloth.inference.files  # noqa: F401
 import mcq_unsloth.model.smollm2  # noqa: F401

@@ -45,7 +45,7 @@ def test_training_resolves_auto_the_same_way():
 def test_the_cli_says_which_precision_it_uses_and_never_quantizes_on_cpu_unless_asked(tmp_path, tiny_model_dir):
     import torch
 
-    from mcq_unsloth.cli.predict import _load
+    from mcq_unsloth.cli.inference import _load
 
     if torch.cuda.is_available():
         pytest.skip("CPU defaults")

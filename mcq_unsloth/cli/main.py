@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 
 from .errors import UserError, libraries_on_stderr, show_library_messages, user_errors
-from .export import export, verify_gguf_command
-from .predict import bench, ensemble_command, eval_command, predict
+from .convert import export, verify_gguf_command
+from .inference import bench, ensemble_command, eval_command, predict
 from ..data.synth import KINDS, LEARNABLE_KINDS
 from ..model.tiny import SHAPES
 

@@ -154,7 +154,7 @@ def ensemble_command(predictions, out, weights, overwrite):
     weighted vote of their letters. Ends with one JSON line."""
     import io
 
-    from ..inference.ensemble import ensemble
+    from ..inference.combine import ensemble
     from ..outputs import check_writable, same_file, write_text
 
     out = Path(out)
