@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .data.sources import load_questions
-from .errors import ConfigError, DataError, OutputError
+from .errors import ConfigError, DataError, ExportError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
 from .inference.combine import ensemble
 from .inference.loading import Model, Plan, load, load_planned, plan
@@ -61,14 +61,14 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     decided = _plan(model, base, dtype, load_in_4bit, prompt)
     settings = replace(settings, produced_by=decided.produced_by)
     if out is None:
-        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        loaded = _loaded(model, decided, backend)
         records, counts = _answer_all(loaded, questions, settings, progress)
         frame = answers_frame(questions, records, settings)
         frame.attrs.update({**counts, "precision": str(decided.precision)})
         return frame
     with exclusive(out):
         earlier = answered(out, settings, questions) if resume else None  # another run's file stops us here
-        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        loaded = _loaded(model, decided, backend)
         collected: list = []
         counts = predict_file(loaded.engine, questions, out, settings, decided.prompt, resume,
                               progress, collected)
@@ -112,7 +112,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     decided = _plan(model, base, dtype, load_in_4bit, prompt)
     settings = replace(settings, produced_by=decided.produced_by)
     if out_dir is None:
-        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        loaded = _loaded(model, decided, backend)
         records, counts = _answer_all(loaded, questions, settings, progress)
         result = evaluation(questions, records, settings, counts["seconds"], counts["questions_per_second"],
                             _about(decided, loaded))
@@ -120,7 +120,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     with exclusive(out_dir):
         if resume:
             answered(out_dir / "predictions.csv", settings, questions)
-        loaded = model if isinstance(model, Model) else load_planned(decided, backend)
+        loaded = _loaded(model, decided, backend)
         out_dir.mkdir(parents=True, exist_ok=True)
         collected: list = []
         result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
@@ -165,7 +165,7 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
     >>> run = mu.train("smoke", train_data=frame, overrides={"train.max_steps": 20})   # doctest: +SKIP
     >>> run.metrics["eval_accuracy"], run.history.tail()                             # doctest: +SKIP
     """
-    from .config import from_dict, load_config
+    from .config import from_dict, load_config, to_dict
     from .data.questions import write_questions
     from .training.recipes import find_recipe
     from .training.run import run_training
@@ -189,7 +189,7 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
                                    f"resume with the same data, or start a new run"])
             write_questions(questions, path)
             changed[f"data.{part}"] = str(path)
-        return from_dict(_as_dict(config), [], typed=changed) if changed else config
+        return from_dict(to_dict(config), [], typed=changed) if changed else config
 
     metrics = run_training(config, run_dir, source, resume=resume, overwrite=overwrite, prepare=store)
     return Run(run_dir, Path(metrics["adapter"]), metrics)
@@ -243,8 +243,6 @@ def export(source, out, *, format: str = "gguf", quant=None, verify: bool = Fals
     """
     from .convert.run import export_model
 
-    from .errors import ExportError
-
     if quant is not None and format != "gguf":
         raise ExportError("--quant is for --format gguf")
     quants = ("q8_0",) if quant is None else (quant,) if isinstance(quant, str) else tuple(quant)
@@ -275,12 +273,6 @@ def _overrides(overrides) -> tuple[list[str], dict]:
     return list(overrides), {}
 
 
-def _as_dict(config) -> dict:
-    from .config import to_dict
-
-    return to_dict(config)
-
-
 def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw) -> PredictSettings:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -296,6 +288,11 @@ def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
     if isinstance(model, Model):
         return model.plan
     return plan(str(model), base=base, dtype=dtype, load_in_4bit=load_in_4bit, prompt=prompt)
+
+
+def _loaded(model, decided: Plan, backend: str) -> Model:
+    """``model`` itself when it is loaded already, else the model ``decided`` names, loaded now."""
+    return model if isinstance(model, Model) else load_planned(decided, backend)
 
 
 def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: bool) -> tuple[dict, dict]:
