@@ -7,7 +7,7 @@ model is loaded.
 from .api import Model, Run, ensemble, evaluate, export, load, plot_run, predict, train
 from .data.questions import Question
 from .data.sources import load_questions, questions_frame
-from .errors import (ConfigError, DataError, ExportError, LlamaCppUnusable, LongQuestions, ModelLoadError,
+from .errors import (ConfigError, DataError, ExportError, LaunchError, LlamaCppUnusable, LongQuestions, ModelLoadError,
                      OutOfMemory, OutputError, OutputExists, RecipeNotFound, RunExists)
 from .extraction import extract_answer
 
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = ["Model", "Question", "Run", "ensemble", "evaluate", "export", "extract_answer", "load", "load_questions",
            "plot_run", "predict", "questions_frame", "train", "__version__",
            # the typed errors the API raises (mcq_unsloth.errors)
-           "ConfigError", "DataError", "ExportError", "LlamaCppUnusable", "LongQuestions", "ModelLoadError",
+           "ConfigError", "DataError", "ExportError", "LaunchError", "LlamaCppUnusable", "LongQuestions", "ModelLoadError",
            "OutOfMemory", "OutputError", "OutputExists", "RecipeNotFound", "RunExists"]

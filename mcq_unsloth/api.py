@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .data.sources import load_questions
-from .errors import ConfigError, DataError, ExportError, OutputError
+from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
 from .inference.combine import ensemble
 from .inference.loading import Model, Plan, load, load_planned, plan
@@ -153,7 +153,8 @@ class Run:
 
 
 def train(recipe, *, overrides=None, train_data=None, validation_data=None, out: str | Path | None = None,
-          resume: bool = False, overwrite: bool = False) -> Run:
+          resume: bool = False, overwrite: bool = False, num_processes: int | None = None,
+          accelerate_config: str | Path | None = None) -> Run:
     """Run a training recipe and return its :class:`Run`. ``recipe`` is a shipped name (``smoke``,
     ``sft_qwen14b_1m``...), a YAML path, or a dict of the recipe's sections; ``overrides`` a dict of dotted keys
     (``{"lora.r": 8, "train.learning_rate": 1e-4}``) or ``--set`` strings. ``train_data`` and
@@ -162,7 +163,13 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
     files, so the run record holds them and ``mcq-unsloth recipe RUN/config.yaml --out RUN --resume`` continues
     the run. ``out`` is the run folder (default ``runs/NAME``); an existing one needs ``resume`` or ``overwrite``.
 
+    ``num_processes`` (one per GPU) trains data-parallel: ``accelerate launch`` runs the recipe in that many
+    processes (a notebook cannot start them itself), with ``accelerate_config`` (a file, or ``ddp``,
+    ``fsdp_qlora``, ``zero2``, ``zero3`` from ``recipes/accelerate/``) when given; its output goes to stderr, and
+    the returned Run is the one the main process recorded. A recipe then is a name or a file, and its data files.
+
     >>> run = mu.train("smoke", train_data=frame, overrides={"train.max_steps": 20})   # doctest: +SKIP
+    >>> run = mu.train("smoke", num_processes=2)                                     # doctest: +SKIP
     >>> run.metrics["eval_accuracy"], run.history.tail()                             # doctest: +SKIP
     """
     from .config import from_dict, load_config, to_dict
@@ -171,6 +178,9 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
     from .training.run import run_training
 
     sets, typed = _overrides(overrides)
+    if num_processes is not None or accelerate_config is not None:
+        return _train_launched(recipe, sets, typed, out, resume, overwrite, num_processes or 1, accelerate_config,
+                               train_data is not None or validation_data is not None)
     if isinstance(recipe, dict):
         config, source, name = from_dict({**recipe}, sets, typed=typed), "a dict", "run"
     else:
@@ -192,6 +202,32 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
         return from_dict(to_dict(config), [], typed=changed) if changed else config
 
     metrics = run_training(config, run_dir, source, resume=resume, overwrite=overwrite, prepare=store)
+    return Run(run_dir, Path(metrics["adapter"]), metrics)
+
+
+def _train_launched(recipe, sets: list[str], typed: dict, out, resume: bool, overwrite: bool, num_processes: int,
+                    accelerate_config, with_data: bool) -> Run:
+    """:func:`train` in ``num_processes`` processes started by accelerate's launcher; the summary is the one the
+    main process wrote into ``run.json``."""
+    from .processes import launch_command, run_launch
+    from .training.folders import finished_summary
+    from .training.recipes import find_recipe
+
+    if isinstance(recipe, dict) or with_data:
+        raise ConfigError(["num_processes: the launched processes read the recipe and its data from files; save the "
+                           "questions (frame.to_csv(path)) and give the recipe's name or file with overrides "
+                           "{'data.train': path}"])
+    find_recipe(str(recipe))  # a misspelt name: here, not in every process
+    run_dir = Path(out) if out is not None else Path("runs") / Path(str(recipe)).stem
+    args = ["recipe", str(recipe), "--out", str(run_dir)]
+    for item in [*sets, *(f"{key}={json.dumps(value)}" for key, value in typed.items())]:
+        args += ["--set", item]
+    args += ["--resume"] * resume + ["--overwrite"] * overwrite
+    code = run_launch(launch_command(args, num_processes, accelerate_config))
+    if code != 0:
+        raise LaunchError(f"the launch of {num_processes} process(es) ended with exit code {code}; the processes' "
+                          f"messages are above")
+    metrics = finished_summary(run_dir)
     return Run(run_dir, Path(metrics["adapter"]), metrics)
 
 

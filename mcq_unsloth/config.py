@@ -135,6 +135,11 @@ class TrainArgs:
     gradient_checkpointing: bool = True
     report_to: list[str] = field(default_factory=lambda: ["none"])
     seed: int = 42
+    ddp_timeout: int = 1800  # seconds any collective of a launch waits before the launch stops
+
+    def effective_batch(self, processes: int = 1) -> int:
+        """Examples (GRPO: completions) per optimizer step: per device x accumulation x processes."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps * processes
 
     def problems(self) -> list[str]:
         found = []
@@ -201,14 +206,34 @@ class Config:
     grpo: GrpoArgs = field(default_factory=GrpoArgs)
 
     def problems(self) -> list[str]:
-        found = []
-        batch = self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps
-        if self.task == "grpo" and batch % self.grpo.num_generations:
-            working = [n for n in range(2, batch + 1) if batch % n == 0]
-            found.append(f"grpo.num_generations ({self.grpo.num_generations}) must divide "
-                         f"train.per_device_train_batch_size x train.gradient_accumulation_steps = {batch} (TRL "
-                         f"generates whole groups per batch); values that work: {', '.join(map(str, working))}")
-        return found
+        from .processes import count
+
+        # TRL's groups span the processes of a launch: a batch is checked in this launch's process count.
+        problem = grpo_batch_problem(self, count())
+        return [problem] if problem else []
+
+
+def grpo_batch_problem(config: Config, processes: int) -> str | None:
+    """Why a GRPO batch cannot hold whole groups of ``grpo.num_generations`` completions in a launch of
+    ``processes`` processes (TRL generates per device x accumulation x processes completions per step, in whole
+    groups), listing values that work; None when it can, or for SFT.
+
+    >>> grpo_batch_problem(Config(task="grpo", train=TrainArgs(per_device_train_batch_size=2),
+    ...                           grpo=GrpoArgs(num_generations=4)), processes=2) is None
+    True
+    >>> print(grpo_batch_problem(Config(task="grpo", train=TrainArgs(per_device_train_batch_size=3),
+    ...                                 grpo=GrpoArgs(num_generations=4)), processes=2))
+    grpo.num_generations (4) must divide train.per_device_train_batch_size x train.gradient_accumulation_steps x processes = 3 x 1 x 2 = 6 (TRL generates whole groups per batch); values that work: 2, 3, 6
+    """
+    train = config.train
+    batch = train.effective_batch(processes)
+    if config.task != "grpo" or batch % config.grpo.num_generations == 0:
+        return None
+    working = [n for n in range(2, batch + 1) if batch % n == 0]
+    return (f"grpo.num_generations ({config.grpo.num_generations}) must divide train.per_device_train_batch_size x "
+            f"train.gradient_accumulation_steps x processes = {train.per_device_train_batch_size} x "
+            f"{train.gradient_accumulation_steps} x {processes} = {batch} (TRL generates whole groups per batch); "
+            f"values that work: {', '.join(map(str, working))}")
 
 
 def check_trainer_names(train: TrainArgs) -> None:

@@ -87,9 +87,14 @@ class LlamaCppUnusable(ExportError):
     """The installed llama.cpp cannot run on this machine: the machine's condition, told in one line."""
 
 
+class LaunchError(RuntimeError):
+    """A launch of several processes cannot go on: the processes disagree on their inputs, or another one
+    stopped (its own message says why)."""
+
+
 # The errors above that are the user's to fix (or the machine's state), as the command line reports them.
 USER_ERRORS = (DataError, ConfigError, RecipeNotFound, ModelLoadError, OutputError, LongQuestions, ExportError,
-               OutOfMemory)
+               OutOfMemory, LaunchError)
 
 
 def machine_errno(error: Exception, writes: tuple = ()) -> int | None:

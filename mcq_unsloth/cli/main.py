@@ -151,22 +151,31 @@ def recipe_cp(name, dest, overwrite):
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/NAME).")
 @click.option("--resume", is_flag=True, help="Continue the run in the run folder from its latest checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing run folder first.")
-def recipe_run(name, overrides, out, resume, overwrite):
-    """Run recipe NAME: defaults < recipe YAML < --set."""
+@click.option("--num-processes", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel in N processes (one per GPU): starts accelerate launch, printing its command.")
+@click.option("--config-file", default=None, metavar="FILE|NAME",
+              help="With --num-processes: an accelerate config file, or a shipped one (ddp, fsdp_qlora, zero2, zero3).")
+def recipe_run(name, overrides, out, resume, overwrite, num_processes, config_file):
+    """Run recipe NAME: defaults < recipe YAML < --set. Under accelerate launch or torchrun (python -m
+    mcq_unsloth recipe NAME ...) every process runs it and the main one writes the run folder."""
     from ..api import train
+    from ..processes import is_main
     from ..training.folders import latest_checkpoint
 
     run_dir = Path(out or Path("runs") / Path(name).stem)
     with user_errors(run_dir), libraries_on_stderr():
         try:
-            trained = train(name, overrides=list(overrides), out=run_dir, resume=resume, overwrite=overwrite)
+            trained = train(name, overrides=list(overrides), out=run_dir, resume=resume, overwrite=overwrite,
+                            num_processes=num_processes, accelerate_config=config_file)
         except KeyboardInterrupt:
-            last = latest_checkpoint(run_dir / "checkpoints")
-            click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
-                       f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
-                       + "".join(f" --set {o}" for o in overrides), err=True)
+            if is_main():
+                last = latest_checkpoint(run_dir / "checkpoints")
+                click.echo(f"\ninterrupted; last complete checkpoint: {last or 'none yet'}. Continue with:\n"
+                           f"  mcq-unsloth recipe {name} --resume --out {run_dir}"
+                           + "".join(f" --set {o}" for o in overrides), err=True)
             sys.exit(130)
-    click.echo(json.dumps(trained.metrics, ensure_ascii=False))
+    if is_main():
+        click.echo(json.dumps(trained.metrics, ensure_ascii=False))
 
 
 # --- models -----------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import processes
 from ..config import LoraArgs
 from ..errors import ModelLoadError
 from .precision import torch_dtype
@@ -84,6 +85,12 @@ def out_of_memory_errors() -> tuple[type[BaseException], ...]:
     import torch
 
     return (torch.cuda.OutOfMemoryError,)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _has_gpu_kernels() -> bool:
@@ -200,11 +207,13 @@ def _load_unsloth(source: str, settings: _Settings, vllm_memory: float | None, l
     vllm = {"fast_inference": True, "gpu_memory_utilization": vllm_memory,
             "max_lora_rank": lora.r if lora else 64} if vllm_memory else {}
     tokenizer_from = {"tokenizer_name": source} if base is not None and _has_tokenizer(source) else {}
+    # In a launch, each process's model on its own GPU (Unsloth's default would be the same; said, not guessed).
+    placed = {"device_map": processes.device_map(True)} if processes.count() > 1 and _has_cuda() else {}
     # The dtype is always given: left to itself, Unsloth picks bfloat16 on a CPU too.
     net, tokenizer = FastLanguageModel.from_pretrained(
         model_name=base or source, max_seq_length=settings.max_seq_length, load_in_4bit=settings.load_in_4bit,
         dtype=settings.dtype, use_gradient_checkpointing=checkpointing, **vllm, **_cache_only(local_only),
-        **tokenizer_from,
+        **tokenizer_from, **placed,
     )
     if base is not None:
         net = PeftModel.from_pretrained(net, source, is_trainable=lora is not None)
@@ -234,9 +243,9 @@ def _load_hf(source: str, settings: _Settings, local_only: bool, base: str | Non
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=settings.dtype,
     ) if settings.load_in_4bit else None
-    device_map = "auto" if torch.cuda.is_available() else "cpu"
     net = AutoModelForCausalLM.from_pretrained(base or source, quantization_config=quantization, dtype=settings.dtype,
-                                               device_map=device_map, **_cache_only(local_only))
+                                               device_map=processes.device_map(torch.cuda.is_available()),
+                                               **_cache_only(local_only))
     tokenizer = AutoTokenizer.from_pretrained(source if base is None or _has_tokenizer(source) else base,
                                               local_files_only=local_only)
     training = lora is not None

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .. import processes
 from ..config import Config
+from ..errors import LaunchError
 from ..data.questions import Question
-from ..inference.scoring import accuracy, score_questions
+from ..inference.scoring import score_questions
 from ..prompts import PromptConfig
 from .folders import write_training_record
 
@@ -25,7 +27,8 @@ class McqAccuracy(TrainerCallback):
     It is what ``mcq-unsloth eval`` computes for the saved adapter: the same function
     (:func:`mcq_unsloth.inference.scoring.score_questions`), prompts and precision (the model as it trains, in eval
     mode). Scoring runs its own forward pass without labels, so it works whatever the backend does with logits
-    during the loss computation (Unsloth's fused loss returns none).
+    during the loss computation (Unsloth's fused loss returns none). In a launch each process scores its share
+    of the questions (every n-th) and the counts of right answers are added up: the accuracy on all of them.
     """
 
     def __init__(self, questions: list[Question], prompt: PromptConfig, batch_size: int, every: int | None = None):
@@ -47,15 +50,18 @@ class McqAccuracy(TrainerCallback):
             self.log(state, self.measure(model, processing_class), state.global_step)
 
     def measure(self, model, tokenizer) -> float:
+        share = self.questions[processes.rank()::processes.count()]
         was_training = model.training
         model.eval()
-        scored = score_questions(model, tokenizer, self.questions, self.prompt, self.batch_size)
+        scored = score_questions(model, tokenizer, share, self.prompt, self.batch_size) if share else []
         model.train(was_training)
-        return round(accuracy(self.questions, [s.prediction for s in scored]), 4)
+        right = sum(s.prediction == q.answer for s, q in zip(scored, share))
+        return round(sum(processes.gather(right)) / len(self.questions), 4)
 
     def log(self, state, value: float, step: int, note: str = "") -> None:
         state.log_history.append({"eval_accuracy": value, "step": step})
-        log.info(f"step {step}: eval_accuracy {value:.3f} on {len(self.questions)} validation questions{note}")
+        if processes.is_main():
+            log.info(f"step {step}: eval_accuracy {value:.3f} on {len(self.questions)} validation questions{note}")
 
     def finish(self, trainer) -> None:
         """Log the accuracy of the model the run saves, when it is not the one evaluated last: training went on
@@ -82,5 +88,22 @@ class TrainingRecord(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
+        if state.is_world_process_zero and folder.is_dir():
             write_training_record(folder, self.config, self.backend)
+
+
+class InStep(TrainerCallback):
+    """At the end of training in a launch, checks that every process holds the same trained weights (data
+    parallelism keeps them in step; a difference would mean the adapter saved from the main process is not what
+    the others trained) and says so; raises :class:`~mcq_unsloth.errors.LaunchError` when they differ."""
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if processes.count() == 1:
+            return
+        digests = processes.gather(processes.weights_digest(model))
+        listed = ", ".join(f"process {r} {d}" for r, d in enumerate(digests))
+        if len(set(digests)) > 1:
+            raise LaunchError(f"the processes ended training with different weights ({listed}); the adapter would be "
+                              f"process 0's alone. Report this with the launch command")
+        if processes.is_main():
+            log.info(f"trained weights after step {state.global_step}: {listed}: the same on every process")

@@ -44,14 +44,22 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         raise RunExists(str(error)) from None
 
 
-def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False) -> None:
-    """Write ``config.yaml`` and ``run.json`` into the run folder. Resuming appends to ``run.json`` and
-    requires the configuration the run started with."""
+def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False, processes: int = 1) -> None:
+    """Write ``config.yaml`` and ``run.json`` into the run folder (with the launch's process count and the
+    effective batch per optimizer step). Resuming appends to ``run.json`` and requires the configuration the
+    run started with; resuming in another process count is said (the data order and the steps per epoch change)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    batch = config.train.effective_batch(processes)
     if resume:
         _check_same_config(run_dir, config)
         record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        record.setdefault("resumed", []).append({"at": now, "command": sys.argv, "git_commit": git_commit()})
+        before = (record.get("resumed") or [record])[-1].get("processes", 1)
+        if before != processes:
+            log.warning(f"note: {run_dir} last ran in {before} process(es) and resumes in {processes}: each step now "
+                        f"takes {batch} examples instead of {batch // processes * before}, so an epoch has other "
+                        f"steps and the data order differs from an uninterrupted run (max_steps stays the total)")
+        record.setdefault("resumed", []).append({"at": now, "command": sys.argv, "git_commit": git_commit(),
+                                                 "processes": processes, "effective_batch": batch})
         write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         return
     write_text(run_dir / "config.yaml", f"# resolved from recipe {recipe}\n" + dump_yaml(config))
@@ -59,10 +67,29 @@ def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False)
         "recipe": recipe,
         "command": sys.argv,
         "started": now,
+        "processes": processes,
+        "effective_batch": batch,
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
     write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def record_finished(run_dir: Path, summary: dict) -> None:
+    """Add a finished run's summary (what ``recipe`` prints) to ``run.json``, as ``finished``."""
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    record["finished"] = summary
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def finished_summary(run_dir: Path) -> dict:
+    """The summary :func:`record_finished` stored; raises :class:`~mcq_unsloth.errors.RunExists` for a run that
+    did not finish."""
+    path = Path(run_dir) / "run.json"
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if "finished" not in record:
+        raise RunExists(f"{run_dir} holds no finished run (run.json has no summary)")
+    return record["finished"]
 
 
 def _check_same_config(run_dir: Path, config: Config) -> None:

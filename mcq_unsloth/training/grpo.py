@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .. import processes
 from ..config import Config, check_trainer_names
 from ..data.questions import Question, write_questions
 from ..data.sources import load_splits
@@ -31,7 +32,7 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
     from trl import GRPOConfig, GRPOTrainer
 
-    from .callbacks import McqAccuracy, TrainingRecord
+    from .callbacks import InStep, McqAccuracy, TrainingRecord
     from .rewards import REWARDS
 
     if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
@@ -41,7 +42,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     if not val_questions:
         log.warning("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
                     "letter accuracy is not measured during training, only its rewards")
-    loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
+    source = processes.main_first(model_source, config.model.name, run_dir)  # a tiny: model, built once
+    loaded = load_model(source, backend=backend, dtype=config.model.dtype,
                         load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
                         lora=config.lora, seed=config.train.seed,
                         gradient_checkpointing=config.train.gradient_checkpointing,
@@ -61,6 +63,7 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         save_strategy="steps",
         gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
         dataloader_num_workers=0,
+        **processes.trainer_args(),
         **mixed_precision(config.model.dtype),
         **train,
     )
@@ -73,18 +76,19 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         args=args,
         train_dataset=prompt_dataset(train_questions, config.prompt),
         processing_class=loaded.tokenizer,
-        callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
+        callbacks=[TrainingRecord(config, backend), InStep()] + ([accuracy] if val_questions else []),
     )
-    if val_questions:
+    if val_questions and processes.is_main():
         write_questions(val_questions, run_dir / VALIDATION_FILE)
     checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     if val_questions:
         accuracy.finish(trainer)
     adapter_dir = run_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
-    loaded.tokenizer.save_pretrained(str(adapter_dir))
-    write_training_record(adapter_dir, config, backend)
+    trainer.save_model(str(adapter_dir))  # on every process: the trainer writes from the main one
+    if processes.is_main():
+        loaded.tokenizer.save_pretrained(str(adapter_dir))
+        write_training_record(adapter_dir, config, backend)
     return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names, config)
 
 
@@ -102,8 +106,9 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
             names: list[str], config: Config) -> dict:
     from ..plots import grpo_panels, plot_curves
 
-    write_history(history, run_dir)
-    plot_curves(history, run_dir / "reward_curves.png", grpo_panels(names), title=f"GRPO {run_dir.name}")
+    if processes.is_main():
+        write_history(history, run_dir)
+        plot_curves(history, run_dir / "reward_curves.png", grpo_panels(names), title=f"GRPO {run_dir.name}")
     return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,

@@ -4,18 +4,21 @@ One writer at a time (a lock beside the folder), the folder prepared (new, repla
 continued with ``resume``), the resolved configuration and run record written, then SFT or GRPO. A run that
 stops on bad input, a bad setting or a full disk before its first checkpoint removes its folder, so the
 corrected command just runs; running out of GPU memory names what to lower and the checkpoint to resume from.
+Under a launcher the main process does all of that, and every process trains (:mod:`mcq_unsloth.processes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
 from pathlib import Path
 
-from ..config import Config, dump_yaml
-from ..errors import USER_ERRORS, OutOfMemory, machine_errno
-from .folders import latest_checkpoint, prepare_run_dir, record_run
+from .. import processes
+from ..config import Config, dump_yaml, grpo_batch_problem
+from ..errors import USER_ERRORS, ConfigError, OutOfMemory, machine_errno
+from .folders import latest_checkpoint, prepare_run_dir, record_finished, record_run
 
 log = logging.getLogger(__name__)
 
@@ -23,23 +26,23 @@ log = logging.getLogger(__name__)
 def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = False, overwrite: bool = False,
                  prepare=None) -> dict:
     """Train as ``config`` says into ``run_dir`` (``recipe`` names where the configuration came from, for the
-    run record); returns the run's summary (adapter, steps, losses, accuracy, ``eval_command``, ``seconds``).
-    ``prepare(run_dir)``, when given, runs once the folder exists and before the record is written (it may
-    store data there and return the configuration to use). A KeyboardInterrupt passes through, the last
-    complete checkpoint kept."""
+    run record); returns the run's summary (adapter, steps, losses, accuracy, ``eval_command``, ``seconds``,
+    ``processes``, ``effective_batch``). ``prepare(run_dir)``, when given, runs once the folder exists and before
+    the record is written (it may store data there and return the configuration to use). A KeyboardInterrupt
+    passes through, the last complete checkpoint kept.
+
+    Under a launcher (``accelerate launch``, ``torchrun``) every process calls it: the main one alone takes the
+    lock, prepares the folder and writes into it; all train, each on its share of every batch."""
     from ..model.backends import out_of_memory_errors
-    from ..outputs import check_writable, exclusive
 
     run_dir = Path(run_dir)
-    check_writable(run_dir, folder=True)
-    with exclusive(run_dir):
-        prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
-        start = time.perf_counter()
+    check_launch(config, processes.count())  # at once, on every process alike
+    processes.start(config.train.ddp_timeout)
+    start = time.perf_counter()
+    with contextlib.ExitStack() as held:
+        config = processes.main_first(_open_run, held, config, run_dir, recipe, resume, overwrite, prepare)
         try:
-            if prepare is not None:
-                config = prepare(run_dir)
-            record_run(run_dir, config, recipe, resume=resume)
-            log.info(dump_yaml(config))
+            processes.check_same(_inputs(config), "the recipe and its data files")
             result = _run_task(config, run_dir, resume)
         except out_of_memory_errors() as error:
             last = latest_checkpoint(run_dir / "checkpoints")
@@ -50,12 +53,72 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
                 + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
                 + ", then continue with --resume") from None
         except Exception as error:
-            ours = isinstance(error, USER_ERRORS) or machine_errno(error, (run_dir,)) is not None
-            if ours and not resume and latest_checkpoint(run_dir / "checkpoints") is None:
-                shutil.rmtree(run_dir)
+            if processes.is_main():
+                _remove_unstarted(run_dir, error, resume)
             raise
-    result["seconds"] = round(time.perf_counter() - start, 1)
+        result.update(seconds=round(time.perf_counter() - start, 1), processes=processes.count(),
+                      effective_batch=config.train.effective_batch(processes.count()))
+        if processes.is_main():
+            record_finished(run_dir, result)
     return result
+
+
+def _open_run(held: contextlib.ExitStack, config: Config, run_dir: Path, recipe: str, resume: bool,
+              overwrite: bool, prepare) -> Config:
+    """The main process's part before training: the lock (held until ``held`` closes), the folder, the stored data
+    and the run record. Returns the configuration to train with."""
+    from ..outputs import check_writable, exclusive
+
+    check_writable(run_dir, folder=True)
+    held.enter_context(exclusive(run_dir))
+    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    try:
+        if prepare is not None:
+            config = prepare(run_dir)
+        record_run(run_dir, config, recipe, resume=resume, processes=processes.count())
+    except Exception as error:
+        _remove_unstarted(run_dir, error, resume)
+        raise
+    log.info(dump_yaml(config))
+    count = processes.count()
+    log.info(f"batch: {config.train.per_device_train_batch_size} per device x {config.train.gradient_accumulation_steps}"
+             f" accumulation x {count} process{'es' if count > 1 else ''} = {config.train.effective_batch(count)} "
+             + ("completions" if config.task == "grpo" else "examples") + " per optimizer step")
+    return config
+
+
+def check_launch(config: Config, count: int) -> None:
+    """Raise :class:`ConfigError` for what cannot run in this launch: GRPO batches that do not hold whole groups
+    across ``count`` processes, the unsloth backend under FSDP or DeepSpeed, vLLM generation in several
+    processes."""
+    problems = []
+    if problem := grpo_batch_problem(config, count):
+        problems.append(problem)
+    strategy = processes.strategy()
+    if strategy != "ddp" and config.model.backend != "hf":
+        problems.append(f"model.backend: {config.model.backend!r} trains data-parallel (DDP) only, and this launch "
+                        f"asks for {strategy} (Unsloth shards neither with FSDP nor ZeRO-3, and FSDP cannot shard "
+                        f"bitsandbytes' packed 4-bit weights of its models); set model.backend=hf for {strategy}, "
+                        f"or launch with the ddp config")
+    if config.task == "grpo" and config.grpo.fast_inference and count > 1:
+        problems.append(f"grpo.fast_inference: vLLM generation in {count} processes is reported to hang (Unsloth and "
+                        f"TRL issues); run it in one process, or set grpo.fast_inference=false")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _inputs(config: Config) -> str:
+    """What every process must agree on: the resolved recipe and the content of its local data files."""
+    files = [Path(name) for name in (config.data.train, config.data.validation) if name and Path(name).is_file()]
+    return processes.fingerprint(dump_yaml(config), *files)
+
+
+def _remove_unstarted(run_dir: Path, error: Exception, resume: bool) -> None:
+    """A new run that stopped on the user's input or the machine's condition before its first checkpoint leaves
+    no folder behind, so the corrected command just runs."""
+    ours = isinstance(error, USER_ERRORS) or machine_errno(error, (run_dir,)) is not None
+    if ours and not resume and latest_checkpoint(run_dir / "checkpoints") is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _run_task(config: Config, run_dir: Path, resume: bool) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import processes
 from ..config import Config, check_trainer_names
 from ..data.questions import Question, write_questions
 from ..data.sources import load_splits
@@ -26,10 +27,11 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
     from trl import SFTConfig, SFTTrainer
 
-    from .callbacks import McqAccuracy, TrainingRecord
+    from .callbacks import InStep, McqAccuracy, TrainingRecord
 
     train_questions, val_questions = load_splits(config.data)
-    loaded = load_model(model_source(config.model.name, run_dir), backend=backend, dtype=config.model.dtype,
+    source = processes.main_first(model_source, config.model.name, run_dir)  # a tiny: model, built once
+    loaded = load_model(source, backend=backend, dtype=config.model.dtype,
                         load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
                         lora=config.lora, seed=config.train.seed,
                         gradient_checkpointing=config.train.gradient_checkpointing)
@@ -42,6 +44,7 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
         **mixed_precision(config.model.dtype),
         dataloader_num_workers=0,
+        **processes.trainer_args(),
         **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
     )
     accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size)
@@ -51,22 +54,24 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         train_dataset=prompt_completion_dataset(train_questions, config.prompt),
         eval_dataset=prompt_completion_dataset(val_questions, config.prompt) if val_questions else None,
         processing_class=loaded.tokenizer,
-        callbacks=[TrainingRecord(config, backend)] + ([accuracy] if val_questions else []),
+        callbacks=[TrainingRecord(config, backend), InStep()] + ([accuracy] if val_questions else []),
     )
     _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train,
                               config.model.max_seq_length)
     if val_questions:
         _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
                                   config.model.max_seq_length)
-        write_questions(val_questions, run_dir / VALIDATION_FILE)
+        if processes.is_main():
+            write_questions(val_questions, run_dir / VALIDATION_FILE)
     checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     if val_questions:
         accuracy.finish(trainer)
     adapter_dir = run_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
-    loaded.tokenizer.save_pretrained(str(adapter_dir))
-    write_training_record(adapter_dir, config, backend)
+    trainer.save_model(str(adapter_dir))  # on every process: the trainer writes from the main one
+    if processes.is_main():
+        loaded.tokenizer.save_pretrained(str(adapter_dir))
+        write_training_record(adapter_dir, config, backend)
     return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, config)
 
 
@@ -99,8 +104,9 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
             ) -> dict:
     from ..plots import SFT_PANELS, plot_curves
 
-    write_history(history, run_dir)
-    plot_curves(history, run_dir / "train_curves.png", SFT_PANELS, title=f"SFT {run_dir.name}")
+    if processes.is_main():
+        write_history(history, run_dir)
+        plot_curves(history, run_dir / "train_curves.png", SFT_PANELS, title=f"SFT {run_dir.name}")
     return {"run_dir": str(run_dir), "adapter": str(adapter_dir), "backend": backend,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,

@@ -1,0 +1,195 @@
+"""The processes of a launch: which one this is, who writes, and the few collectives our own code needs.
+
+The launchers are the engine: ``accelerate launch`` and ``torchrun`` start one process per device (and per
+machine) and tell each its place through ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``. The local rank picks the
+device; the global rank picks the writer: only rank 0 touches output folders, the others compute and wait.
+Every collective here runs in the process group of accelerate's ``PartialState`` (the one the trainers use),
+started with the launch's timeout, so a rank that fails ends the launch with its message instead of a hang.
+Outside a launch every function is the one-process case and imports nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from .errors import ConfigError, LaunchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 1800  # transformers' own ddp_timeout default
+
+
+def count() -> int:
+    """How many processes the launch has (1 outside a launch)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    """This process's global rank: 0 is the main process, the one that writes."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This process's rank on its machine: the index of its device."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def strategy() -> str:
+    """How accelerate's launcher was told to spread the model: ``fsdp``, ``deepspeed`` or ``ddp`` (also
+    torchrun's and a single process's)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "fsdp"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        return "deepspeed"
+    return "ddp"
+
+
+def start(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
+    """Join the launch's process group (once; nothing outside a launch): NCCL on GPUs, gloo on CPUs, with a
+    timeout of ``timeout_s`` seconds on every collective. The trainers join the same group later."""
+    if count() == 1:
+        return
+    import torch
+    from accelerate import PartialState
+
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank())
+    PartialState(cpu=not cuda, backend=None if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+
+
+def device_map(accelerator: bool) -> dict | str:
+    """Where transformers puts the weights: the whole model on this process's own GPU in a launch (never
+    ``"auto"``, which spreads one model over every GPU it sees), ``"auto"`` for one process, else the CPU."""
+    if not accelerator:
+        return "cpu"
+    return {"": local_rank()} if count() > 1 else "auto"
+
+
+def trainer_args() -> dict:
+    """The trainer settings that make a launch on CPUs data-parallel over gloo (transformers would otherwise treat
+    CPU processes as separate one-process runs); none on GPUs or outside a launch, where the defaults are right."""
+    import torch
+
+    return {"use_cpu": True, "ddp_backend": "gloo"} if count() > 1 and not torch.cuda.is_available() else {}
+
+
+def main_first(action, *args):
+    """Run ``action(*args)`` on the main process alone, then return its result on every process (it must
+    pickle). When it raises, the main process raises it and the others a :class:`LaunchError` that points to
+    it, so no process waits for one that has stopped."""
+    if count() == 1:
+        return action(*args)
+    outcome: list = [None]
+    if is_main():
+        try:
+            outcome = [("done", action(*args))]
+        except Exception as error:
+            _broadcast([("failed", f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")])
+            raise
+    _broadcast(outcome)
+    state, value = outcome[0]
+    if state == "failed":
+        raise LaunchError(f"process {rank()} stops: the main process stopped ({value})")
+    return value
+
+
+def gather(value) -> list:
+    """``value`` from every process, in rank order (a list of one outside a launch)."""
+    if count() == 1:
+        return [value]
+    import torch.distributed as dist
+
+    values: list = [None] * count()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def check_same(value, what: str) -> None:
+    """Raise :class:`LaunchError` on every process unless each holds the same ``value`` (a string): ``what``
+    names it ("the recipe and its data"), and the message names the processes that differ."""
+    values = gather(value)
+    if differ := [str(r) for r, v in enumerate(values) if v != values[0]]:
+        raise LaunchError(f"the processes disagree on {what}: process{'es' if len(differ) > 1 else ''} "
+                          f"{', '.join(differ)} read other values than process 0 (on another machine: a different "
+                          f"file under the same path?); give every machine the same files and settings")
+
+
+def fingerprint(*parts) -> str:
+    """A short digest of strings, numbers and files (by content), to compare across processes."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            digest.update(part.read_bytes() if part.is_file() else b"missing:" + str(part).encode())
+        else:
+            digest.update(repr(part).encode())
+    return digest.hexdigest()[:16]
+
+
+def weights_digest(model) -> str:
+    """A digest of the parameters being trained: equal on every process when data parallelism kept them in step."""
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def launch_command(module_args: list[str], num_processes: int, config_file: str | Path | None = None) -> list[str]:
+    """The ``accelerate launch`` command that runs ``python -m mcq_unsloth MODULE_ARGS`` in ``num_processes``
+    processes on this machine (``config_file``: an accelerate config, e.g. one of ``recipes/accelerate/``,
+    whose strategy and machines it then follows).
+
+    >>> shlex.join(launch_command(["recipe", "smoke"], 2)[1:])
+    '-m accelerate.commands.launch --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no --multi_gpu -m mcq_unsloth recipe smoke'
+    """
+    if num_processes < 1:
+        raise ConfigError([f"--num-processes: at least 1, got {num_processes}"])
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
+    if config_file is not None:
+        command += ["--config_file", str(accelerate_config(config_file))]
+    else:
+        # Said, so that accelerate does not warn about each default; --multi_gpu is its data-parallel launcher,
+        # which also starts CPU processes (without it, accelerate starts one process on a CPU machine).
+        command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if num_processes > 1:
+            command.append("--multi_gpu")
+    return command + ["-m", "mcq_unsloth", *module_args]
+
+
+def accelerate_config(name: str | Path) -> Path:
+    """An accelerate config file: a path, or the name of one shipped in ``recipes/accelerate/`` (``ddp``,
+    ``fsdp_qlora``, ``zero2``, ``zero3``)."""
+    from .resources import shipped_dir
+
+    shipped = shipped_dir("recipes") / "accelerate"
+    path = Path(name) if Path(name).is_file() else shipped / f"{name}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in shipped.glob("*.yaml")))
+        raise ConfigError([f"--config-file: {name} is neither a file nor a shipped accelerate config ({names})"])
+    return path
+
+
+def run_launch(command: list[str]) -> int:
+    """Run a launcher command as a child process, its output passing through; its exit code."""
+    import subprocess
+
+    log.info("running: " + shlex.join(["accelerate", "launch", *command[3:]]))
+    return subprocess.run(command, stdout=2).returncode  # stdout to stderr: it holds the caller's result alone
+
+
+def _broadcast(objects: list) -> None:
+    import torch.distributed as dist
+
+    dist.broadcast_object_list(objects, src=0)
