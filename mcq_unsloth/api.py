@@ -9,11 +9,13 @@ written, with the same resume, lock and whole-file guarantees. Errors are the ty
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import processes
 from .data.sources import load_questions
 from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
@@ -50,8 +52,8 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     >>> answers = mu.predict(model, test_frame)                         # doctest: +SKIP
     >>> answers[["id", "answer"]].to_csv("submission.csv", index=False)  # doctest: +SKIP
     """
-    from .inference.files import answered, predict_file, read_predictions, records_of
-    from .outputs import exclusive
+    from .inference.files import predict_file, read_predictions, records_of
+    from .inference.shards import predict_shards
 
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw)
     out = Path(out) if out is not None else None
@@ -66,12 +68,18 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
         frame = answers_frame(questions, records, settings)
         frame.attrs.update({**counts, "precision": str(decided.precision)})
         return frame
-    with exclusive(out):
-        earlier = answered(out, settings, questions) if resume else None  # another run's file stops us here
+    with contextlib.ExitStack() as held:
+        # In a launch the main process alone locks and reads the output; a file of another run stops every one.
+        earlier = processes.main_first(_take_output, held, out, out, settings, questions, resume)
         loaded = _loaded(model, decided, backend)
         collected: list = []
-        counts = predict_file(loaded.engine, questions, out, settings, decided.prompt, resume,
-                              progress, collected)
+        if processes.count() == 1:
+            counts = predict_file(loaded.engine, questions, out, settings, decided.prompt, resume, progress,
+                                  collected)
+        else:
+            counts = predict_shards(loaded.engine, questions, out, settings, decided.prompt, resume, progress,
+                                    collected, earlier, overwrite)
+            collected = [pair for share in processes.gather(collected) for pair in share]
     records = {record["id"]: record for _, record in collected}
     if earlier:  # the answers a resumed file held: their raw records when they were kept, else the letters
         letters, kept = read_predictions(out, settings), records_of(settings.raw)
@@ -95,8 +103,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     >>> report = mu.evaluate(model, "shipped:mcq_zh.csv")          # doctest: +SKIP
     >>> report["accuracy"], report["predictions"].head()            # doctest: +SKIP
     """
-    from .inference.files import EVAL_FILES, answered, evaluate_file, records_of
-    from .outputs import check_writable, exclusive
+    from .inference.files import EVAL_FILES, evaluate_file, records_of
+    from .outputs import check_writable
 
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, "id", "answer",
                          Path(out_dir) / "predictions.jsonl" if out_dir is not None else None)
@@ -117,14 +125,13 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         result = evaluation(questions, records, settings, counts["seconds"], counts["questions_per_second"],
                             _about(decided, loaded))
         return {**result, "predictions": answers_frame(questions, records, settings)}
-    with exclusive(out_dir):
-        if resume:
-            answered(out_dir / "predictions.csv", settings, questions)
+    with contextlib.ExitStack() as held:
+        earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings, questions,
+                                         resume)
         loaded = _loaded(model, decided, backend)
-        out_dir.mkdir(parents=True, exist_ok=True)
         collected: list = []
         result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
-                               progress, _about(decided, loaded), collected)
+                               progress, _about(decided, loaded), collected, earlier, overwrite)
     records = {**records_of(settings.raw), **{record["id"]: record for _, record in collected}}
     return {**result, "predictions": answers_frame(questions, records, settings)}
 
@@ -324,6 +331,19 @@ def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
     if isinstance(model, Model):
         return model.plan
     return plan(str(model), base=base, dtype=dtype, load_in_4bit=load_in_4bit, prompt=prompt)
+
+
+def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, questions,
+                 resume: bool):
+    """Lock ``lock`` (the output file, or its folder) until ``held`` closes, and when resuming, the ids ``out``
+    answers already (checking that it was written with the same settings on the same questions); the folder it
+    goes in is made."""
+    from .inference.files import answered
+    from .outputs import exclusive
+
+    held.enter_context(exclusive(lock))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return (answered(out, settings, questions) or set()) if resume else None
 
 
 def _loaded(model, decided: Plan, backend: str) -> Model:

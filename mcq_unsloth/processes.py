@@ -56,11 +56,16 @@ def strategy() -> str:
 
 def start(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     """Join the launch's process group (once; nothing outside a launch): NCCL on GPUs, gloo on CPUs, with a
-    timeout of ``timeout_s`` seconds on every collective. The trainers join the same group later."""
+    timeout of ``timeout_s`` seconds on every collective. The trainers join the same group later; the
+    collectives below start it with the default timeout when nothing did before."""
     if count() == 1:
         return
     import torch
+    import torch.distributed as dist
     from accelerate import PartialState
+
+    if dist.is_initialized():
+        return
 
     cuda = torch.cuda.is_available()
     if cuda:
@@ -68,9 +73,12 @@ def start(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     PartialState(cpu=not cuda, backend=None if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
 
 
-def device_map(accelerator: bool) -> dict | str:
-    """Where transformers puts the weights: the whole model on this process's own GPU in a launch (never
-    ``"auto"``, which spreads one model over every GPU it sees), ``"auto"`` for one process, else the CPU."""
+def device_map(accelerator: bool) -> dict | str | None:
+    """Where transformers puts the weights: the whole model on this process's own GPU in a data-parallel launch
+    (never ``"auto"``, which spreads one model over every GPU it sees), nowhere under FSDP or DeepSpeed (they
+    place the shards), ``"auto"`` for one process, else the CPU."""
+    if strategy() != "ddp":
+        return None
     if not accelerator:
         return "cpu"
     return {"": local_rank()} if count() > 1 else "auto"
@@ -110,6 +118,7 @@ def gather(value) -> list:
         return [value]
     import torch.distributed as dist
 
+    start()
     values: list = [None] * count()
     dist.all_gather_object(values, value)
     return values
@@ -158,7 +167,9 @@ def launch_command(module_args: list[str], num_processes: int, config_file: str 
         raise ConfigError([f"--num-processes: at least 1, got {num_processes}"])
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes)]
     if config_file is not None:
-        command += ["--config_file", str(accelerate_config(config_file))]
+        path = accelerate_config(config_file)
+        _check_strategy_here(path)
+        command += ["--config_file", str(path)]
     else:
         # Said, so that accelerate does not warn about each default; --multi_gpu is its data-parallel launcher,
         # which also starts CPU processes (without it, accelerate starts one process on a CPU machine).
@@ -181,15 +192,32 @@ def accelerate_config(name: str | Path) -> Path:
     return path
 
 
-def run_launch(command: list[str]) -> int:
-    """Run a launcher command as a child process, its output passing through; its exit code."""
+def _check_strategy_here(path: Path) -> None:
+    """Refuse, before anything starts, an accelerate config whose strategy this machine cannot run."""
+    import importlib.util
+
+    import torch
+    import yaml
+
+    kind = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("distributed_type", "NO")
+    if kind in ("FSDP", "DEEPSPEED") and not torch.cuda.is_available():
+        raise ConfigError([f"--config-file {path.name}: {kind} needs GPUs (accelerate finds no device for it on a "
+                           f"CPU machine); use the ddp config here"])
+    if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError([f"--config-file {path.name}: DeepSpeed is not installed (pip install deepspeed)"])
+
+
+def run_launch(command: list[str], result_to_stderr: bool = True) -> int:
+    """Run a launcher command as a child process, its output passing through (its standard output to standard
+    error with ``result_to_stderr``, leaving standard output to the caller's own result); its exit code."""
     import subprocess
 
     log.info("running: " + shlex.join(["accelerate", "launch", *command[3:]]))
-    return subprocess.run(command, stdout=2).returncode  # stdout to stderr: it holds the caller's result alone
+    return subprocess.run(command, stdout=2 if result_to_stderr else None).returncode
 
 
 def _broadcast(objects: list) -> None:
     import torch.distributed as dist
 
+    start()
     dist.broadcast_object_list(objects, src=0)

@@ -29,6 +29,39 @@ PRECISION_OPTIONS = [
                       "adapter was trained, and not for a base or merged model."),
 ]
 
+LAUNCH_OPTIONS = [
+    click.option("--num-processes", type=click.IntRange(min=1), default=None,
+                 help="Answer in N processes (one per GPU), each its share into part files that are merged in "
+                      "order: starts accelerate launch, printing its command."),
+    click.option("--config-file", default=None, metavar="FILE|NAME",
+                 help="With --num-processes: an accelerate config file, or a shipped one (ddp, ...)."),
+]
+
+
+def launched(num_processes: int | None, config_file: str | None) -> bool:
+    """Run this very command line in ``num_processes`` processes through accelerate's launcher when asked (its
+    options taken out); True when it did, having exited with the launch's code on failure."""
+    from ..processes import launch_command, run_launch
+
+    if num_processes is None and config_file is None:
+        return False
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--num-processes", "--config-file"):
+            skip = True
+        elif not arg.startswith(("--num-processes=", "--config-file=")):
+            args.append(arg)
+    with user_errors():
+        command = launch_command(args, num_processes or 1, config_file)
+    code = run_launch(command, result_to_stderr=False)  # the main process prints the result line
+    if code:
+        raise UserError(f"the launch of {num_processes or 1} process(es) ended with exit code {code}; the processes' "
+                        f"messages are above")
+    return True
+
+
 def _prediction_options(command):
     """Options shared by predict and eval."""
     options = [
@@ -61,6 +94,7 @@ def _prediction_options(command):
         click.option("--prompt", "template", type=click.Choice(["zh", "en"]), default=None,
                      help="Prompt template. Default: an adapter's own prompt from its training record, else zh "
                           "(the contest's Chinese one)."),
+        *LAUNCH_OPTIONS,
     ]
     for option in reversed(options):
         command = option(command)
@@ -104,18 +138,22 @@ def _answering(data_file: str, answers: Path):
 @click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
 @click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
 def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
-            backend, dtype, load_in_4bit, template, out, raw, id_column, answer_column):
+            backend, dtype, load_in_4bit, template, num_processes, config_file, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from ..api import predict as predict_questions
+    from ..processes import is_main
 
+    if launched(num_processes, config_file):
+        return
     out = Path(out)
     with user_errors(*[out] + ([raw] if raw else [])), libraries_on_stderr(), _answering(data_file, out):
         frame = predict_questions(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size),
                                   circular=circular, max_new_tokens=max_new_tokens, out=out, raw=raw, resume=resume,
                                   overwrite=overwrite, on_long=on_long, id_column=id_column,
                                   answer_column=answer_column, prompt=template, backend=backend, dtype=dtype,
-                                  load_in_4bit=load_in_4bit, base=base)
-    click.echo(json.dumps(frame.attrs, ensure_ascii=False))
+                                  load_in_4bit=load_in_4bit, base=base, progress=is_main())
+    if is_main():
+        click.echo(json.dumps(frame.attrs, ensure_ascii=False))
 
 
 @click.command("eval")
@@ -123,17 +161,22 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
 def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
-                 backend, dtype, load_in_4bit, template, out_dir):
+                 backend, dtype, load_in_4bit, template, num_processes, config_file, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from ..api import evaluate
+    from ..processes import is_main
 
+    if launched(num_processes, config_file):
+        return
     out_dir = Path(out_dir)
     with user_errors(out_dir), libraries_on_stderr(), _answering(data_file, out_dir / "predictions.csv"):
         result = evaluate(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size), circular=circular,
                           max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
                           on_long=on_long, prompt=template, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit,
-                          base=base)
+                          base=base, progress=is_main())
+    if not is_main():
+        return
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
     for key in ("ties", "circular_accuracy", "position_bias"):
         if key in result:

@@ -198,19 +198,33 @@ EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.j
 
 def evaluate_file(model, questions: list[Question], out_dir: Path, settings: PredictSettings,
                   prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None,
-                  collected: list | None = None) -> dict:
+                  collected: list | None = None, done: set[str] | None = None, overwrite: bool = False) -> dict:
     """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
     (:func:`~mcq_unsloth.inference.answering.evaluation`, with ``about``: what was evaluated, and how) and
-    confusion.png. Returns the metrics. Resumed answers come from the raw records an earlier run wrote."""
-    from ..outputs import write_text
-    from ..plots import plot_confusion
+    confusion.png. Returns the metrics. Resumed answers come from the raw records an earlier run wrote. In a
+    launch every process answers its share (:mod:`mcq_unsloth.inference.shards`; ``done``: the ids answered
+    already) and the main process measures the merged answers; every process returns its metrics."""
+    from .. import processes
+    from .shards import predict_shards
 
     settings = replace(settings, raw=out_dir / "predictions.jsonl")
     collected = [] if collected is None else collected
-    speed = predict_file(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
-                         collected)
+    if processes.count() == 1:
+        speed = predict_file(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
+                             collected)
+    else:
+        speed = predict_shards(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
+                               collected, done, overwrite)
+    return processes.main_first(_write_evaluation, questions, out_dir, settings, speed, about, collected)
+
+
+def _write_evaluation(questions: list[Question], out_dir: Path, settings: PredictSettings, speed: dict,
+                      about: dict | None, collected: list) -> dict:
+    from ..outputs import write_text
+    from ..plots import plot_confusion
+
     records = {record["id"]: record for _, record in collected}
-    if len(records) < len(questions):  # the earlier run's answers, from what it wrote
+    if len(records) < len(questions):  # the earlier run's or the other processes' answers, from what they wrote
         records = {**records_of(settings.raw), **records}
     result = evaluation(questions, records, settings, speed["seconds"], speed["questions_per_second"], about)
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -239,9 +239,11 @@ def _load_hf(source: str, settings: _Settings, local_only: bool, base: str | Non
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
 
     lora = settings.lora
+    # Under FSDP or DeepSpeed the packed 4-bit weights are stored in the compute dtype, so they can be sharded.
+    sharded = {"bnb_4bit_quant_storage": settings.dtype} if processes.strategy() != "ddp" else {}
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=settings.dtype,
+        bnb_4bit_compute_dtype=settings.dtype, **sharded,
     ) if settings.load_in_4bit else None
     net = AutoModelForCausalLM.from_pretrained(base or source, quantization_config=quantization, dtype=settings.dtype,
                                                device_map=processes.device_map(torch.cuda.is_available()),

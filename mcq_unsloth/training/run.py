@@ -100,11 +100,27 @@ def check_launch(config: Config, count: int) -> None:
                         f"asks for {strategy} (Unsloth shards neither with FSDP nor ZeRO-3, and FSDP cannot shard "
                         f"bitsandbytes' packed 4-bit weights of its models); set model.backend=hf for {strategy}, "
                         f"or launch with the ddp config")
+    if strategy != "ddp" and (problem := _sharding_problem(strategy)):
+        problems.append(problem)
     if config.task == "grpo" and config.grpo.fast_inference and count > 1:
         problems.append(f"grpo.fast_inference: vLLM generation in {count} processes is reported to hang (Unsloth and "
                         f"TRL issues); run it in one process, or set grpo.fast_inference=false")
     if problems:
         raise ConfigError(problems)
+
+
+def _sharding_problem(strategy: str) -> str | None:
+    """Why FSDP or DeepSpeed cannot run here, or None."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return (f"this launch asks for {strategy}, which needs GPUs (accelerate's {strategy} plugin finds no device on "
+                f"a CPU machine); launch with the ddp config, or on GPUs")
+    if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        return "this launch asks for DeepSpeed, which is not installed: pip install deepspeed"
+    return None
 
 
 def _inputs(config: Config) -> str:
