@@ -55,6 +55,7 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     from .inference.files import predict_file, read_predictions, records_of
     from .inference.shards import predict_shards
 
+    _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw)
     out = Path(out) if out is not None else None
     if out is not None:  # the outputs first: nothing is read or loaded for a file that cannot be written
@@ -106,6 +107,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     from .inference.files import EVAL_FILES, evaluate_file, records_of
     from .outputs import check_writable
 
+    _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, "id", "answer",
                          Path(out_dir) / "predictions.jsonl" if out_dir is not None else None)
     if out_dir is not None:  # the outputs first: nothing is read or loaded for a folder that cannot be written
@@ -331,6 +333,13 @@ def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
     if isinstance(model, Model):
         return model.plan
     return plan(str(model), base=base, dtype=dtype, load_in_4bit=load_in_4bit, prompt=prompt)
+
+
+def _data_parallel_only() -> None:
+    """Prediction in a launch is data-parallel (each process the whole model, a share of the questions)."""
+    if (strategy := processes.strategy()) != "ddp":
+        raise ConfigError([f"predict and eval answer data-parallel, each process with the whole model, and this "
+                           f"launch asks for {strategy}: launch them without a config file, or with the ddp one"])
 
 
 def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, questions,

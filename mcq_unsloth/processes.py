@@ -10,6 +10,7 @@ Outside a launch every function is the one-process case and imports nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -120,7 +121,8 @@ def gather(value) -> list:
 
     start()
     values: list = [None] * count()
-    dist.all_gather_object(values, value)
+    with _peers_lost():
+        dist.all_gather_object(values, value)
     return values
 
 
@@ -213,11 +215,30 @@ def run_launch(command: list[str], result_to_stderr: bool = True) -> int:
     import subprocess
 
     log.info("running: " + shlex.join(["accelerate", "launch", *command[3:]]))
-    return subprocess.run(command, stdout=2 if result_to_stderr else None).returncode
+    launcher = subprocess.Popen(command, stdout=2 if result_to_stderr else None)
+    try:
+        return launcher.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached the launcher too, which stops its processes (they run in sessions of their own, out of
+        # the terminal's reach): wait for it, rather than kill it and leave them running.
+        launcher.wait()
+        raise
 
 
 def _broadcast(objects: list) -> None:
     import torch.distributed as dist
 
     start()
-    dist.broadcast_object_list(objects, src=0)
+    with _peers_lost():
+        dist.broadcast_object_list(objects, src=0)
+
+
+@contextlib.contextmanager
+def _peers_lost():
+    """A collective that fails because another process stopped (or went silent past the timeout) ends this one
+    with one line: the other's own message says why."""
+    try:
+        yield
+    except RuntimeError as error:  # gloo's "Connection closed by peer", NCCL's and the timeouts' errors
+        raise LaunchError(f"process {rank()} stops: another process of the launch stopped or stopped answering "
+                          f"(its own output says why): {str(error).splitlines()[0][:300]}") from None
