@@ -131,6 +131,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings, questions,
                                          resume)
         loaded = _loaded(model, decided, backend)
+        if processes.is_main():
+            out_dir.mkdir(parents=True, exist_ok=True)
         collected: list = []
         result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
                                progress, _about(decided, loaded), collected, earlier, overwrite)
@@ -345,13 +347,11 @@ def _data_parallel_only() -> None:
 def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, questions,
                  resume: bool):
     """Lock ``lock`` (the output file, or its folder) until ``held`` closes, and when resuming, the ids ``out``
-    answers already (checking that it was written with the same settings on the same questions); the folder it
-    goes in is made."""
+    answers already (checking that it was written with the same settings on the same questions)."""
     from .inference.files import answered
     from .outputs import exclusive
 
     held.enter_context(exclusive(lock))
-    out.parent.mkdir(parents=True, exist_ok=True)
     return (answered(out, settings, questions) or set()) if resume else None
 
 

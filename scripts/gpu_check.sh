@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one go; logs under OUT (default runs/gpu-check), a summary table last.
 #
-#   bash scripts/gpu_check.sh [OUT] [PARTS]      PARTS: any of tests,bench,grpo (default: all three)
+#   bash scripts/gpu_check.sh [OUT] [PARTS]      PARTS: any of tests,bench,grpo,launch (default: all four)
 #
 # tests: the whole test suite on the GPU (Unsloth's fused kernels, 4-bit on CUDA, the gpu-marked tests).
 # bench: `bench inference` on a random Qwen2.5-7B-shaped 4-bit model (speed and peak memory; the inference
@@ -9,6 +9,9 @@
 #        for SFT, GRPO, scoring and generation (targets: SFT >= 1.8x tokens/s at <= 0.6x memory, GRPO >= 1.5x).
 # grpo:  4 steps of the grpo_50pct recipe on that model, and 4 more with grpo.fast_inference when vLLM is
 #        installed (random weights: read speed and memory from it, never rewards).
+# launch: the smoke recipe through accelerate's launcher with the shipped configs (recipes/accelerate/): on 2+
+#        GPUs 2 processes with ddp (unsloth), fsdp_qlora and, when DeepSpeed is installed, zero2/zero3 (hf,
+#        4-bit); on one GPU 1 process each, which checks that the config loads and runs (sharding needs two).
 #
 # Needs the project's Python dependencies and the Unsloth pair importable (`pip install -e ".[gpu]"`). On a
 # machine without a registry, install wheels first: PIP_WHEELS=DIR installs every *.whl in DIR with --no-deps
@@ -16,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
-parts=${2:-tests,bench,grpo}
+parts=${2:-tests,bench,grpo,launch}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${PIP_WHEELS:-}" ]; then
@@ -64,6 +67,22 @@ if [[ $parts == *grpo* ]]; then
         step grpo-7b-vllm cli "${grpo[@]}" --out "$out/grpo-vllm" --set grpo.fast_inference=true
     else
         echo "vLLM is not installed: grpo.fast_inference not checked" | tee "$out/grpo-vllm.log"
+    fi
+fi
+if [[ $parts == *launch* ]]; then
+    gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
+    n=$(( gpus >= 2 ? 2 : 1 ))
+    smoke=(recipe smoke --num-processes "$n" --set train.max_steps=6 --set train.save_steps=3 --overwrite)
+    step "launch-ddp-unsloth-$n" cli "${smoke[@]}" --config-file ddp --out "$out/launch-ddp"
+    step "launch-fsdp-qlora-hf-$n" cli "${smoke[@]}" --config-file fsdp_qlora --out "$out/launch-fsdp" \
+        --set model.backend=hf --set model.load_in_4bit=true --set lora.target_modules='[q_proj,v_proj]'
+    if python3 -c "import deepspeed" 2>/dev/null; then
+        for stage in 2 3; do
+            step "launch-zero$stage-hf-$n" cli "${smoke[@]}" --config-file "zero$stage" --out "$out/launch-zero$stage" \
+                --set model.backend=hf --set model.load_in_4bit=true --set lora.target_modules='[q_proj,v_proj]'
+        done
+    else
+        echo "DeepSpeed is not installed: zero2/zero3 not checked" | tee "$out/launch-zero.log"
     fi
 fi
 

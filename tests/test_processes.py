@@ -199,6 +199,24 @@ def test_smoke_in_two_processes_writes_one_run_and_resumes_in_one(backend, learn
 
 
 @pytest.mark.slow
+def test_train_from_python_starts_the_launcher_and_returns_the_run(learnt_model_dir, tmp_path):
+    import mcq_unsloth as mu
+    from mcq_unsloth.data.synth import synth_questions
+
+    overrides = {"model.name": str(learnt_model_dir), "train.max_steps": 2, "train.save_steps": 2,
+                 "train.eval_steps": 2, "data.train": "synth:64", "data.validation": "synth-held-out:32"}
+    run = mu.train("smoke", num_processes=2, out=tmp_path / "run", overrides=overrides)
+    assert run.metrics["processes"] == 2 and run.metrics["steps"] == 2
+    assert run.adapter == tmp_path / "run" / "adapter" and (run.adapter / "adapter_model.safetensors").is_file()
+    assert run.metrics == json.loads((run.run_dir / "run.json").read_text())["finished"]
+    assert list(run.history["eval_accuracy"].dropna())[-1] == run.metrics["eval_accuracy"]
+    with pytest.raises(mu.ConfigError, match=r"frame.to_csv\(path\)"):
+        mu.train("smoke", num_processes=2, train_data=mu.questions_frame(synth_questions(8)))
+    with pytest.raises(mu.LaunchError, match="ended with exit code 2"):
+        mu.train("smoke", num_processes=2, out=run.run_dir)  # the processes refuse the existing run
+
+
+@pytest.mark.slow
 def test_grpo_smoke_in_two_processes_under_torchrun(backend, learnt_model_dir, tmp_path):
     run = tmp_path / "grpo"
     recipe = ["recipe", "grpo_smoke", "--out", run,

@@ -118,7 +118,7 @@ def library_versions() -> dict[str, str | None]:
 
 def git_commit() -> str | None:
     """The commit of the mcq-unsloth checkout this code runs from (``+dirty`` if changed), or None."""
-    source = Path(__file__).resolve().parent.parent
+    source = Path(__file__).resolve().parents[2]  # the folder that holds the mcq_unsloth package
     try:
         top, commit = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=source,
                                      capture_output=True, text=True, check=True).stdout.split()
