@@ -212,8 +212,10 @@ def test_train_from_python_starts_the_launcher_and_returns_the_run(learnt_model_
     assert list(run.history["eval_accuracy"].dropna())[-1] == run.metrics["eval_accuracy"]
     with pytest.raises(mu.ConfigError, match=r"frame.to_csv\(path\)"):
         mu.train("smoke", num_processes=2, train_data=mu.questions_frame(synth_questions(8)))
-    with pytest.raises(mu.LaunchError, match="ended with exit code 2"):
+    before = (run.run_dir / "run.json").read_bytes()
+    with pytest.raises(mu.LaunchError, match="ended with exit code"):
         mu.train("smoke", num_processes=2, out=run.run_dir)  # the processes refuse the existing run
+    assert (run.run_dir / "run.json").read_bytes() == before
 
 
 @pytest.mark.slow
