@@ -29,8 +29,8 @@ ON_LONG = ("shorten", "error")
 
 
 def predict(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
-            max_new_tokens: int = 8, out: str | Path | None = None, raw: str | Path | None = None,
-            resume: bool = False, overwrite: bool = False, on_long: str = "shorten", id_column: str = "id",
+            combine: str = "mean", top_k: int | None = None, max_new_tokens: int = 8, out: str | Path | None = None,
+            raw: str | Path | None = None, resume: bool = False, overwrite: bool = False, on_long: str = "shorten", id_column: str = "id",
             answer_column: str = "answer", prompt=None, backend: str = "auto", dtype: str = "auto",
             load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True):
     """Answer every question of ``data`` and return a ``pandas.DataFrame`` in its order: ``id``, ``answer``
@@ -41,7 +41,9 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
 
     ``mode``: ``score`` (one forward pass, the option letters' probabilities) or ``generate`` (greedy replies of
     up to ``max_new_tokens``, the letter read from them). ``circular`` asks each question once per rotation of
-    its options and answers with their vote. ``on_long``: ``shorten`` a prompt longer than the context from the
+    its options and answers with the letter of the highest mean probability over the rotations (``combine="vote"``,
+    and generate mode: their vote). ``top_k`` (score mode) adds a ``ranked`` column: the K most probable letters,
+    best first, separated by spaces (MAP@K). ``on_long``: ``shorten`` a prompt longer than the context from the
     middle of its question, or ``error``. With ``out``, the submission CSV (``id_column``, ``answer_column``) is
     written as it goes, exactly as ``mcq-unsloth predict`` writes it (``raw``: each question's raw record as JSON
     lines), resumable with ``resume`` and replaced only with ``overwrite``. ``frame.attrs`` holds the counts and
@@ -56,7 +58,8 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     from .inference.shards import predict_shards
 
     _data_parallel_only()
-    settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw)
+    settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw, combine,
+                         top_k)
     out = Path(out) if out is not None else None
     if out is not None:  # the outputs first: nothing is read or loaded for a file that cannot be written
         _check_outputs(data, out, settings.raw, resume, overwrite)
@@ -91,13 +94,15 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
 
 
 def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
-             max_new_tokens: int = 8, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+             combine: str = "mean", top_k: int | None = None, max_new_tokens: int = 8,
+             out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
              on_long: str = "shorten", prompt=None, backend: str = "auto", dtype: str = "auto",
              load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True) -> dict:
     """Answer the labelled questions of ``data`` as :func:`predict` does (the same options) and return the
     metrics ``mcq-unsloth eval`` reports: ``accuracy``, ``unparseable``, the predicted and gold letter
     distributions, the ``confusion`` matrix, in score mode ``ties``, with ``circular`` ``circular_accuracy`` and
-    ``position_bias``, the speed, and ``predictions`` (the DataFrame :func:`predict` returns). With ``out_dir``,
+    ``position_bias`` (in score mode also ``vote_accuracy``: the rotations' vote beside their mean), with
+    ``top_k`` ``map@K``, the speed, and ``predictions`` (the DataFrame :func:`predict` returns). With ``out_dir``,
     also the files eval writes there (predictions.csv, predictions.jsonl, metrics.json, confusion.png),
     resumable with ``resume``.
 
@@ -109,7 +114,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
 
     _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, "id", "answer",
-                         Path(out_dir) / "predictions.jsonl" if out_dir is not None else None)
+                         Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, combine, top_k)
     if out_dir is not None:  # the outputs first: nothing is read or loaded for a folder that cannot be written
         out_dir = Path(out_dir)
         _refuse_overwriting_input(data, [out_dir / name for name in EVAL_FILES])
@@ -320,7 +325,8 @@ def _overrides(overrides) -> tuple[list[str], dict]:
     return list(overrides), {}
 
 
-def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw) -> PredictSettings:
+def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw, combine="mean",
+              top_k=None) -> PredictSettings:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if on_long not in ON_LONG:
@@ -328,7 +334,7 @@ def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, an
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive number or None (automatic), not {batch_size!r}")
     return PredictSettings(mode, batch_size, max_new_tokens, circular, id_column, answer_column,
-                           Path(raw) if raw else None, on_long)
+                           Path(raw) if raw else None, on_long, combine=combine, top_k=top_k)
 
 
 def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:

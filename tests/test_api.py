@@ -127,10 +127,19 @@ def test_predict_generates_with_the_raw_replies(model, frame):
     assert list(answers["id"]) == list(frame["id"])
 
 
-def test_circular_probabilities_are_the_rotations_mean(model, frame):
+def test_circular_probabilities_are_the_rotations_mean_and_answer_their_argmax(model, frame):
+    from mcq_unsloth.inference.answering import _rotations
+    from mcq_unsloth.inference.scoring import score_questions
+
     answers = mcq_unsloth.predict(model, frame.head(3), circular=True, progress=False)
-    probabilities = answers[["prob_A", "prob_B", "prob_C", "prob_D"]]
-    assert ((probabilities.sum(axis=1) - 1).abs() < 1e-6).all() and answers["answer"].notna().all()
+    for question, (_, row) in zip(load_questions(frame.head(3)), answers.iterrows()):
+        by_hand = {x: 0.0 for x in "ABCD"}
+        for k, rotated in enumerate(_rotations(question)):  # rotation k shows original option (i+k) % 4 at i
+            (alone,) = score_questions(model.engine.model, model.engine.tokenizer, [rotated], batch_size=1)
+            for i, letter in enumerate("ABCD"):
+                by_hand["ABCD"[(i + k) % 4]] += alone.probabilities[letter] / 4
+        assert {x: row[f"prob_{x}"] for x in "ABCD"} == pytest.approx(by_hand, abs=1e-5)
+        assert row["answer"] == max(by_hand, key=by_hand.get)
 
 
 def test_predict_to_a_file_writes_what_the_cli_writes(model, tmp_path, tiny_model_dir):

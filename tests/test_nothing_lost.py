@@ -334,7 +334,7 @@ def test_resume_with_another_id_column_is_refused(tmp_path, tiny_model_dir, ques
     line = error_line(run("predict", "--model", tiny_model_dir, "--data", questions_csv, "--out", out, "--resume",
                           "--id-column", "qid", *FAST))
     assert line == (f"Error: {out} has the columns id,answer and this run writes qid,answer; resume with the "
-                    f"--id-column and --answer-column it was written with, or replace it with --overwrite")
+                    f"--id-column, --answer-column and --top-k it was written with, or replace it with --overwrite")
     assert out.read_text() == "id,answer\nsynth-0,A\n"
     other = tmp_path / "other.csv"
     write_questions(synth_questions(3, seed=2, held_out=True), other)

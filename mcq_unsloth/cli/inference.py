@@ -83,7 +83,13 @@ def _prediction_options(command):
         click.option("--max-new-tokens", type=click.IntRange(1, 4096), default=8, show_default=True,
                      help="generate mode: tokens to generate per question."),
         click.option("--circular", is_flag=True,
-                     help="Also ask every question with its options rotated; the answer is the rotations' vote."),
+                     help="Also ask every question with its options rotated; the answer is the letter of the highest "
+                          "probability averaged over the rotations (generate mode: their vote)."),
+        click.option("--combine", type=click.Choice(["mean", "vote"]), default="mean", show_default=True,
+                     help="With --circular in score mode: average the rotations' probabilities, or take their vote."),
+        click.option("--top-k", "top_k", type=click.IntRange(min=1), default=None,
+                     help="score mode: also write the K most probable letters per question, best first (a 'ranked' "
+                          "column); eval then reports MAP@K."),
         click.option("--on-long", type=click.Choice(["shorten", "error"]), default="shorten", show_default=True,
                      help="A question whose prompt exceeds the model's context: shorten its text from the middle "
                           "(named in a warning), or stop before answering anything."),
@@ -99,6 +105,12 @@ def _prediction_options(command):
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _check_ranking(mode: str, top_k: int | None) -> None:
+    if top_k and mode != "score":
+        raise UserError("--top-k ranks the letters by their probabilities, which only score mode has: use it with "
+                        "--mode score")
 
 
 def _batch_size(value: str) -> int | None:
@@ -137,20 +149,21 @@ def _answering(data_file: str, answers: Path):
 @click.option("--raw", type=click.Path(dir_okay=False), help="Also write each question's raw output as JSONL.")
 @click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
 @click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
-def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
-            backend, dtype, load_in_4bit, template, num_processes, config_file, out, raw, id_column, answer_column):
+def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, top_k, on_long, resume,
+            overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from ..api import predict as predict_questions
     from ..processes import is_main
 
+    _check_ranking(mode, top_k)
     if launched(num_processes, config_file):
         return
     out = Path(out)
     with user_errors(*[out] + ([raw] if raw else [])), libraries_on_stderr(), _answering(data_file, out):
         frame = predict_questions(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size),
-                                  circular=circular, max_new_tokens=max_new_tokens, out=out, raw=raw, resume=resume,
-                                  overwrite=overwrite, on_long=on_long, id_column=id_column,
-                                  answer_column=answer_column, prompt=template, backend=backend, dtype=dtype,
+                                  circular=circular, combine=combine, top_k=top_k, max_new_tokens=max_new_tokens,
+                                  out=out, raw=raw, resume=resume, overwrite=overwrite, on_long=on_long,
+                                  id_column=id_column, answer_column=answer_column, prompt=template, backend=backend, dtype=dtype,
                                   load_in_4bit=load_in_4bit, base=base, progress=is_main())
     if is_main():
         click.echo(json.dumps(frame.attrs, ensure_ascii=False))
@@ -160,25 +173,27 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
 @_prediction_options
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
-def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, on_long, resume, overwrite,
-                 backend, dtype, load_in_4bit, template, num_processes, config_file, out_dir):
+def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, top_k, on_long,
+                 resume, overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from ..api import evaluate
     from ..processes import is_main
 
+    _check_ranking(mode, top_k)
     if launched(num_processes, config_file):
         return
     out_dir = Path(out_dir)
     with user_errors(out_dir), libraries_on_stderr(), _answering(data_file, out_dir / "predictions.csv"):
         result = evaluate(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size), circular=circular,
-                          max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                          combine=combine, top_k=top_k, max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
                           on_long=on_long, prompt=template, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit,
                           base=base, progress=is_main())
     if not is_main():
         return
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
-    for key in ("ties", "circular_accuracy", "position_bias"):
+    for key in ("ties", "circular_accuracy", "position_bias", "vote_accuracy", *[k for k in result
+                                                                                if k.startswith("map@")]):
         if key in result:
             summary[key] = result[key]
     if result["shortened"]:

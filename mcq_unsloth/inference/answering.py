@@ -2,9 +2,11 @@
 (halving the batch on out-of-memory), circular voting over rotated options, and the metrics of labelled
 answers. :mod:`mcq_unsloth.inference.files` writes the answers to files as they come.
 
-``circular`` asks every question once per rotation of its options (A-B-C-D, B-C-D-A, ...); the answer is the
-vote of the rotations, mapped back to the original letters, and :func:`metrics` reports circular accuracy and
-position bias.
+``circular`` asks every question once per rotation of its options (A-B-C-D, B-C-D-A, ...). In score mode the
+answer is the letter of the highest probability averaged over the rotations (each mapped back to the original
+letters), as contest solutions average option orders; ``combine="vote"`` (and generate mode, which has no
+probabilities) takes the rotations' vote instead. :func:`metrics` reports circular accuracy, position bias and,
+in score mode, the vote's accuracy beside the mean's. ``top_k`` ranks the letters of each answer, for MAP@K.
 """
 
 from __future__ import annotations
@@ -30,13 +32,37 @@ class PredictSettings:
     raw: Path | None = None
     on_long: str = "shorten"
     produced_by: dict | None = None  # what answers and how it is asked (model, precision, prompt): see record()
+    combine: str = "mean"  # with circular in score mode: the rotations' mean probability, or their "vote"
+    top_k: int | None = None  # score mode: also rank the K most probable letters (the "ranked" column)
+
+    def __post_init__(self):
+        if self.combine not in COMBINE:
+            raise ValueError(f"combine must be one of {', '.join(COMBINE)}, not {self.combine!r}")
+        if self.top_k is not None and (self.mode != "score" or self.top_k < 1):
+            raise ValueError(f"top_k ranks letters by probability: score mode and at least 1, not {self.top_k!r} "
+                             f"in {self.mode} mode")
+
+    @property
+    def voting(self) -> bool:
+        """Whether a circular answer is the rotations' vote (asked for, or generate mode)."""
+        return self.circular and (self.combine == "vote" or self.mode == "generate")
 
     def record(self) -> dict:
         """What decides the answers, written beside an output and compared when it is resumed: the model, its
-        precision and prompt (``produced_by``), the mode, circular voting and, when generating, the reply length.
-        Batch size, columns and ``on_long`` do not change an answer and are left out."""
+        precision and prompt (``produced_by``), the mode, circular asking and how its rotations combine, the
+        ranking and, when generating, the reply length. Batch size, columns and ``on_long`` do not change an answer
+        and are left out."""
         return {**(self.produced_by or {}), "mode": self.mode, "circular": self.circular,
+                **({"combine": "vote" if self.voting else "mean"} if self.circular else {}),
+                **({"top_k": self.top_k} if self.top_k else {}),
                 **({"max_new_tokens": self.max_new_tokens} if self.mode == "generate" else {})}
+
+    def columns(self) -> list[str]:
+        """The header of the CSV it writes."""
+        return [self.id_column, self.answer_column, *(["ranked"] if self.top_k else [])]
+
+
+COMBINE = ("mean", "vote")
 
 
 @dataclass
@@ -44,6 +70,11 @@ class Prediction:
     id: str
     answer: str | None
     rotations: list[str | None] = field(default_factory=list)  # predicted position letter in each rotation
+    ranked: list[str] = field(default_factory=list)  # with top_k: the K most probable letters, best first
+
+    def row(self) -> list[str]:
+        """Its CSV row: id, answer ('' for none) and, when ranked, the letters separated by spaces."""
+        return [self.id, self.answer or "", *([" ".join(self.ranked)] if self.ranked else [])]
 
 
 class Answers:
@@ -108,8 +139,16 @@ def evaluation(questions: list[Question], records: dict[str, dict], settings: Pr
     predicted = {record["id"]: record.get("prediction") for record in mine}
     rotations = {r["id"]: r["rotations"] for r in mine if "rotations" in r} if settings.circular else None
     ties = {"ties": sum(map(count_ties, mine))} if settings.mode == "score" else {}
+    extra = {}
+    if settings.circular and settings.mode == "score":
+        extra["combine"] = "vote" if settings.voting else "mean"
+        votes = {r["id"]: r.get("vote") for r in mine if "vote" in r}
+        extra["vote_accuracy"] = metrics(questions, votes)["accuracy"] if votes else None
+    if settings.top_k:
+        ranked = {r["id"]: r.get("ranked") or [r.get("prediction")] for r in mine}
+        extra[f"map@{settings.top_k}"] = map_at_k(questions, ranked, settings.top_k)
     return {**(about or {}), "mode": settings.mode, "circular": settings.circular,
-            **metrics(questions, predicted, rotations), **ties,
+            **metrics(questions, predicted, rotations), **extra, **ties,
             "shortened": sum(bool(r.get("shortened")) for r in mine),
             "seconds": seconds, "questions_per_second": rate}
 
@@ -127,12 +166,15 @@ def answers_frame(questions: list[Question], records: dict[str, dict], settings:
     for q in questions:
         record = records.get(q.id, {})
         row = {"id": q.id, "answer": record.get("prediction")}
+        if settings.top_k:
+            row["ranked"] = " ".join(record["ranked"]) if "ranked" in record else None
         if settings.mode == "score":
             row.update({f"prob_{x}": p for x, p in _probabilities(q, record).items()})
         else:
             row["raw"] = record.get("text", (record.get("details") or [{}])[0].get("text"))
         rows.append(row)
-    columns = ["id", "answer", *([f"prob_{x}" for x in letters] if settings.mode == "score" else ["raw"])]
+    columns = ["id", "answer", *(["ranked"] if settings.top_k else []),
+               *([f"prob_{x}" for x in letters] if settings.mode == "score" else ["raw"])]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -155,6 +197,19 @@ def rotation_mean(details: list[dict]) -> dict[str, float]:
         for letter, p in detail.get("probabilities", {}).items():
             total[LETTERS[(LETTERS.index(letter) + k) % len(details)]] += p / len(details)
     return {letter: round(p, 12) for letter, p in sorted(total.items())}
+
+
+def map_at_k(questions: list[Question], ranked: dict[str, list], k: int) -> float:
+    """Mean average precision at ``k`` with one right answer per question: 1/rank of the gold letter among the
+    first ``k`` ranked ones, 0 when it is not there, averaged over the questions that were answered.
+
+    >>> qs = [Question(str(i), "q", dict(zip("ABCD", "wxyz")), "B") for i in range(3)]
+    >>> map_at_k(qs, {"0": ["B", "A", "C"], "1": ["A", "B", "C"], "2": ["A", "C", "D"]}, 3)  # (1 + 1/2 + 0) / 3
+    0.5
+    """
+    answered = [q for q in questions if q.id in ranked]
+    total = sum(1 / (list(ranked[q.id][:k]).index(q.answer) + 1) for q in answered if q.answer in ranked[q.id][:k])
+    return round(total / max(len(answered), 1), 4)
 
 
 def count_ties(record: dict) -> int:
@@ -216,7 +271,9 @@ def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, bat
         mine, mine_records = outputs[at:at + count], records[at:at + count]
         at += count
         if not settings.circular:
-            results.append((Prediction(q.id, mine[0].prediction), {"id": q.id, **mine_records[0]}))
+            record = {"id": q.id, **mine_records[0]}
+            results.append((_ranked(Prediction(q.id, mine[0].prediction), record.get("probabilities"), settings,
+                                    record), record))
             continue
         positions = [o.prediction for o in mine]
         votes = Counter(_unrotate(q, k, letter) for k, letter in enumerate(positions) if letter)
@@ -224,10 +281,41 @@ def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, bat
         for k, output in enumerate(mine):
             for letter, p in getattr(output, "probabilities", {}).items():
                 weight[_unrotate(q, k, letter)] += p
-        answer = _vote(q.id, votes, weight)
-        results.append((Prediction(q.id, answer, positions),
-                        {"id": q.id, "prediction": answer, "rotations": positions, "details": mine_records}))
+        vote = _vote(q.id, votes, weight)
+        record = {"id": q.id, "prediction": vote, "rotations": positions, "details": mine_records}
+        mean = None
+        if settings.mode == "score":
+            mean = rotation_mean(mine_records)
+            record["vote"] = vote
+            if not settings.voting:
+                record["prediction"] = _best(q.id, mean)
+        results.append((_ranked(Prediction(q.id, record["prediction"], positions), mean, settings, record), record))
     return results
+
+
+def _best(question_id: str, probabilities: dict[str, float]) -> str | None:
+    """The most probable letter; exact ties drawn with the question's id as the seed.
+
+    >>> _best("q", {"A": 0.2, "B": 0.5, "C": 0.3}), _best("q", {})
+    ('B', None)
+    """
+    from .scoring import break_tie
+
+    if not probabilities:
+        return None
+    top = max(probabilities.values())
+    return break_tie(question_id, sorted(x for x, p in probabilities.items() if p == top))
+
+
+def _ranked(prediction: Prediction, probabilities: dict[str, float] | None, settings: PredictSettings,
+            record: dict) -> Prediction:
+    """The prediction with its ``top_k`` letters (its answer first, then by falling probability), also kept in its
+    raw ``record``, when asked."""
+    if settings.top_k and probabilities:
+        rest = sorted((x for x in probabilities if x != prediction.answer), key=lambda x: -probabilities[x])
+        first = [prediction.answer] if prediction.answer else []
+        prediction.ranked = record["ranked"] = (first + rest)[:settings.top_k]
+    return prediction
 
 
 def _vote(question_id: str, votes: Counter, weight: Counter) -> str | None:

@@ -43,14 +43,14 @@ def predict_file(model, questions: list[Question], out: Path, settings: PredictS
         writer = csv.writer(sink)
         if new_file:
             write_text(record_path(out), json.dumps(settings.record(), indent=2, ensure_ascii=False) + "\n")
-            writer.writerow([settings.id_column, settings.answer_column])
+            writer.writerow(settings.columns())
             sink.flush()
         for results in answers:
             for _, record in results:
                 raw.write(json.dumps(record, ensure_ascii=False) + "\n")
                 ties += count_ties(record)
             raw.flush()
-            writer.writerows([prediction.id, prediction.answer or ""] for prediction, _ in results)
+            writer.writerows(prediction.row() for prediction, _ in results)
             sink.flush()
             if collected is not None:
                 collected.extend(results)
@@ -71,15 +71,15 @@ def answered(out: Path, settings: PredictSettings, questions: list[Question]) ->
     ``questions`` lack: resuming would mix two runs."""
     from ..errors import OutputError
 
-    header = [settings.id_column, settings.answer_column]
+    header = settings.columns()
     rows = list(csv.reader(io.StringIO(_whole_csv(out), newline="")))
     if not rows:
         return None
     found, rows = rows[0], rows[1:]
     if found != header:
         raise OutputError(f"{out} has the columns {','.join(found)} and this run writes {','.join(header)}; "
-                          f"resume with the --id-column and --answer-column it was written with, or replace it "
-                          f"with --overwrite")
+                          f"resume with the --id-column, --answer-column and --top-k it was written with, or replace "
+                          f"it with --overwrite")
     if not rows:
         return None  # a header alone: nothing to keep, start afresh (and record the settings)
     known = {q.id for q in questions}
@@ -228,7 +228,8 @@ def _write_evaluation(questions: list[Question], out_dir: Path, settings: Predic
         records = {**records_of(settings.raw), **records}
     result = evaluation(questions, records, settings, speed["seconds"], speed["questions_per_second"], about)
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    circular = f", circular {result.get('combine', 'vote')}" if settings.circular else ""
     plot_confusion(result["confusion"], out_dir / "confusion.png",
-                   title=f"{settings.mode}{', circular vote' if settings.circular else ''}: accuracy "
+                   title=f"{settings.mode}{circular}: accuracy "
                          f"{result['accuracy']:.3f} on {result['questions']} questions")
     return result
