@@ -29,7 +29,8 @@ ON_LONG = ("shorten", "error")
 
 
 def predict(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
-            combine: str = "mean", top_k: int | None = None, max_new_tokens: int = 8, out: str | Path | None = None,
+            combine: str = "mean", top_k: int | None = None, debias: int | None = None, debias_seed: int = 0,
+            max_new_tokens: int = 8, out: str | Path | None = None,
             raw: str | Path | None = None, resume: bool = False, overwrite: bool = False, on_long: str = "shorten", id_column: str = "id",
             answer_column: str = "answer", prompt=None, backend: str = "auto", dtype: str = "auto",
             load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True):
@@ -43,7 +44,10 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     up to ``max_new_tokens``, the letter read from them). ``circular`` asks each question once per rotation of
     its options and answers with the letter of the highest mean probability over the rotations (``combine="vote"``,
     and generate mode: their vote). ``top_k`` (score mode) adds a ``ranked`` column: the K most probable letters,
-    best first, separated by spaces (MAP@K). ``on_long``: ``shorten`` a prompt longer than the context from the
+    best first, separated by spaces (MAP@K). ``debias=N`` (score mode, instead of ``circular``) estimates the
+    model's prior over answer positions on N questions of each option count (drawn with ``debias_seed``, asked in
+    every rotation) and divides it out of every other question's probabilities; with ``out`` the prior is kept
+    beside it (``OUT.prior.json``) and a resume divides by the same one. ``on_long``: ``shorten`` a prompt longer than the context from the
     middle of its question, or ``error``. With ``out``, the submission CSV (``id_column``, ``answer_column``) is
     written as it goes, exactly as ``mcq-unsloth predict`` writes it (``raw``: each question's raw record as JSON
     lines), resumable with ``resume`` and replaced only with ``overwrite``. ``frame.attrs`` holds the counts and
@@ -59,7 +63,7 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
 
     _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw, combine,
-                         top_k)
+                         top_k, debias, debias_seed)
     out = Path(out) if out is not None else None
     if out is not None:  # the outputs first: nothing is read or loaded for a file that cannot be written
         _check_outputs(data, out, settings.raw, resume, overwrite)
@@ -94,8 +98,8 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
 
 
 def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
-             combine: str = "mean", top_k: int | None = None, max_new_tokens: int = 8,
-             out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+             combine: str = "mean", top_k: int | None = None, debias: int | None = None, debias_seed: int = 0,
+             max_new_tokens: int = 8, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
              on_long: str = "shorten", prompt=None, backend: str = "auto", dtype: str = "auto",
              load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True) -> dict:
     """Answer the labelled questions of ``data`` as :func:`predict` does (the same options) and return the
@@ -114,7 +118,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
 
     _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, "id", "answer",
-                         Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, combine, top_k)
+                         Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, combine, top_k,
+                         debias, debias_seed)
     if out_dir is not None:  # the outputs first: nothing is read or loaded for a folder that cannot be written
         out_dir = Path(out_dir)
         _refuse_overwriting_input(data, [out_dir / name for name in EVAL_FILES])
@@ -129,8 +134,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     if out_dir is None:
         loaded = _loaded(model, decided, backend)
         records, counts = _answer_all(loaded, questions, settings, progress)
-        result = evaluation(questions, records, settings, counts["seconds"], counts["questions_per_second"],
-                            _about(decided, loaded))
+        about = {**_about(decided, loaded), **({"debias": counts["debias"]} if "debias" in counts else {})}
+        result = evaluation(questions, records, settings, counts["seconds"], counts["questions_per_second"], about)
         return {**result, "predictions": answers_frame(questions, records, settings)}
     with contextlib.ExitStack() as held:
         earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings, questions,
@@ -326,7 +331,7 @@ def _overrides(overrides) -> tuple[list[str], dict]:
 
 
 def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw, combine="mean",
-              top_k=None) -> PredictSettings:
+              top_k=None, debias=None, debias_seed=0) -> PredictSettings:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     if on_long not in ON_LONG:
@@ -334,7 +339,8 @@ def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, an
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive number or None (automatic), not {batch_size!r}")
     return PredictSettings(mode, batch_size, max_new_tokens, circular, id_column, answer_column,
-                           Path(raw) if raw else None, on_long, combine=combine, top_k=top_k)
+                           Path(raw) if raw else None, on_long, combine=combine, top_k=top_k, debias=debias,
+                           debias_seed=debias_seed)
 
 
 def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
@@ -368,13 +374,17 @@ def _loaded(model, decided: Plan, backend: str) -> Model:
 
 def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: bool) -> tuple[dict, dict]:
     """The raw records of every question, answered in memory, and the counts and speed of it."""
+    from .inference.debias import estimate_prior
+
     start = time.perf_counter()
-    answers = Answers(loaded.engine, questions, settings, loaded.plan.prompt, progress)
+    prior = estimate_prior(loaded.engine, questions, settings.debias, settings.debias_seed, loaded.plan.prompt,
+                           settings.batch_size) if settings.debias else None
+    answers = Answers(loaded.engine, questions, settings, loaded.plan.prompt, progress, prior=prior)
     records = {record["id"]: record for batch in answers for _, record in batch}
     seconds = time.perf_counter() - start
     return records, {"answered": len(questions), "shortened": len(answers.shortened), "seconds": round(seconds, 2),
                      "questions_per_second": round(len(questions) / seconds, 2) if questions and seconds else None,
-                     "batch_size": answers.batch_size}
+                     "batch_size": answers.batch_size, **({"debias": prior.to_json()} if prior else {})}
 
 
 def _about(decided: Plan, loaded: Model) -> dict:

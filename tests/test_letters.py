@@ -103,3 +103,122 @@ def test_api_predict_ranked_column_and_circular_mean(tiny_model_dir):
         probabilities = {x: row[f"prob_{x}"] for x in "ABCD"}
         assert row["answer"] == max(probabilities, key=probabilities.get)
         assert row["ranked"].split(" ") == sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+
+
+# --- debiased scoring ----------------------------------------------------------------------------------
+
+POSITIONS = [0.55, 0.25, 0.12, 0.08]  # the planted prior over positions, truncated and renormalised per count
+
+
+def planted_prior(count: int) -> dict[str, float]:
+    weights = POSITIONS[:count]
+    return {letter: w / sum(weights) for letter, w in zip("ABCD", weights)}
+
+
+class PositionBiased:
+    """A model built to prefer early positions: each option's probability is the planted prior of its position
+    times a preference for its text (fixed by the text, strong enough to decide once the prior is gone)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.asked = tokenizer, 0
+
+    def context_length(self):
+        return 100_000
+
+    def first_batch_size(self):
+        return 16
+
+    def prompt_prefix(self, questions, prompt):
+        return None
+
+    def score(self, questions, prompt, batch_size, prefix=None):
+        import hashlib
+        import math
+
+        self.asked += len(questions)
+        outputs = []
+        for q in questions:
+            prior = planted_prior(len(q.options))
+            liking = {x: math.exp(int(hashlib.sha256(text.encode()).hexdigest()[:6], 16) / 0xFFFFFF * 3)
+                      for x, text in q.options.items()}
+            weights = {x: prior[x] * liking[x] for x in q.options}
+            probabilities = {x: w / sum(weights.values()) for x, w in weights.items()}
+            outputs.append(SimpleNamespace(prediction=max(probabilities, key=probabilities.get),
+                                           probabilities=probabilities, tied=False))
+        return outputs
+
+
+def mixed_questions(n: int) -> list[Question]:
+    """Questions with 2, 3 and 4 options, their texts distinct."""
+    return [Question(f"m{i}", f"问题{i}", {x: f"选项{i}-{x}" for x in "ABCD"[:2 + i % 3]}, "A") for i in range(n)]
+
+
+def test_debiasing_recovers_the_circular_answers_of_a_position_biased_model(tmp_path, tiny_tokenizer):
+    from mcq_unsloth.inference.files import predict_file
+
+    questions = mixed_questions(120)
+    answers = {}
+    for name, settings in (("plain", PredictSettings()), ("circular", PredictSettings(circular=True)),
+                           ("debiased", PredictSettings(debias=8))):
+        out = tmp_path / f"{name}.csv"
+        counts = predict_file(PositionBiased(tiny_tokenizer), questions, out, replace_raw(settings, tmp_path, name),
+                              progress=False)
+        with out.open(encoding="utf-8", newline="") as source:
+            answers[name] = {row["id"]: row["answer"] for row in csv.DictReader(source)}
+    # one prior per option count, estimated as planted, and kept beside the output
+    for count in ("2", "3", "4"):
+        assert counts["prior"][count] == pytest.approx(planted_prior(int(count)), abs=1e-5)
+    stored = json.loads((tmp_path / "debiased.csv.prior.json").read_text())
+    assert stored["questions"] == {"2": 8, "3": 8, "4": 8} and len(stored["sample"]) == 24
+    agree = {name: sum(answers[name][i] == answers["circular"][i] for i in answers["circular"]) / len(questions)
+             for name in ("plain", "debiased")}
+    assert agree["debiased"] >= 0.95 and agree["plain"] < 0.7, agree
+    plain_a = sum(a == "A" for a in answers["plain"].values()) / len(questions)
+    debiased_a = sum(a == "A" for a in answers["debiased"].values()) / len(questions)
+    assert plain_a > 0.6 and debiased_a < 0.5  # the planted preference for A is gone
+    raw = [json.loads(line) for line in (tmp_path / "debiased.jsonl").read_text().splitlines()]
+    sampled = [r for r in raw if r.get("prior_sample")]
+    assert len(sampled) == 24 and all(len(r["details"]) == len(r["probabilities"]) for r in sampled)
+    assert all("observed" in r for r in raw if not r.get("prior_sample"))
+
+
+def replace_raw(settings, folder, name):
+    from dataclasses import replace
+
+    return replace(settings, raw=folder / f"{name}.jsonl")
+
+
+def test_a_resumed_debiased_output_divides_by_its_stored_prior(tmp_path, tiny_tokenizer, monkeypatch):
+    from mcq_unsloth.inference import debias
+    from mcq_unsloth.inference.files import predict_file
+
+    questions = mixed_questions(40)
+    settings = PredictSettings(debias=4, raw=tmp_path / "whole.jsonl")
+    predict_file(PositionBiased(tiny_tokenizer), questions, tmp_path / "whole.csv", settings, progress=False)
+    cut = tmp_path / "cut.csv"
+    predict_file(PositionBiased(tiny_tokenizer), questions, cut, replace_raw(settings, tmp_path, "cut"),
+                 progress=False)
+    lines = cut.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:11]))  # ten answers survive a crash
+    monkeypatch.setattr(debias, "estimate_prior", lambda *a, **k: pytest.fail("estimated again on resume"))
+    engine = PositionBiased(tiny_tokenizer)
+    counts = predict_file(engine, questions, cut, replace_raw(settings, tmp_path, "cut"), resume=True, progress=False)
+    assert counts["skipped"] == 10 and cut.read_text() == (tmp_path / "whole.csv").read_text()
+    assert counts["prior"] == json.loads((tmp_path / "whole.csv.prior.json").read_text())["prior"]
+    # the sampled questions among the thirty left are asked in every rotation again, the others once
+    left = questions[10:]
+    sample = set(json.loads((tmp_path / "cut.csv.prior.json").read_text())["sample"])
+    assert engine.asked == sum(len(q.options) if q.id in sample else 1 for q in left)
+
+
+def test_debias_is_checked_where_it_cannot_work(tmp_path, tiny_model_dir, questions_csv):
+    with pytest.raises(ValueError, match="without circular"):
+        PredictSettings(debias=8, circular=True)
+    line = error_line(run("eval", "--model", tiny_model_dir, "--data", questions_csv, "--out-dir", tmp_path / "e",
+                          "--debias", 4, "--mode", "generate", *FAST))
+    assert "--debias divides" in line and not (tmp_path / "e").exists()
+    report = ok(run("eval", "--model", tiny_model_dir, "--data", questions_csv, "--out-dir", tmp_path / "d",
+                    "--debias", 3, *FAST))
+    saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert report["debias"] == saved["debias"] and saved["debias"]["questions"] == {"4": 3}
+    assert set(saved["debias"]["prior"]["4"]) == set("ABCD")

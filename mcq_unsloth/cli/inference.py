@@ -87,6 +87,11 @@ def _prediction_options(command):
                           "probability averaged over the rotations (generate mode: their vote)."),
         click.option("--combine", type=click.Choice(["mean", "vote"]), default="mean", show_default=True,
                      help="With --circular in score mode: average the rotations' probabilities, or take their vote."),
+        click.option("--debias", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="score mode: estimate the model's prior over answer positions on N questions of each option "
+                          "count (asked in every rotation) and divide it out of the others' probabilities (about "
+                          "N x options extra questions; instead of --circular)."),
+        click.option("--debias-seed", type=int, default=0, show_default=True, help="Which questions --debias asks."),
         click.option("--top-k", "top_k", type=click.IntRange(min=1), default=None,
                      help="score mode: also write the K most probable letters per question, best first (a 'ranked' "
                           "column); eval then reports MAP@K."),
@@ -107,10 +112,13 @@ def _prediction_options(command):
     return command
 
 
-def _check_ranking(mode: str, top_k: int | None) -> None:
+def _check_ranking(mode: str, top_k: int | None, debias: int | None, circular: bool) -> None:
     if top_k and mode != "score":
         raise UserError("--top-k ranks the letters by their probabilities, which only score mode has: use it with "
                         "--mode score")
+    if debias and (mode != "score" or circular):
+        raise UserError("--debias divides the letters' probabilities by the positions' prior: use it in score mode, "
+                        "without --circular (which it replaces at a fraction of the cost)")
 
 
 def _batch_size(value: str) -> int | None:
@@ -149,19 +157,20 @@ def _answering(data_file: str, answers: Path):
 @click.option("--raw", type=click.Path(dir_okay=False), help="Also write each question's raw output as JSONL.")
 @click.option("--id-column", default="id", show_default=True, help="Submission column for question ids.")
 @click.option("--answer-column", default="answer", show_default=True, help="Submission column for answers.")
-def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, top_k, on_long, resume,
-            overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out, raw, id_column, answer_column):
+def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, debias, debias_seed,
+            top_k, on_long, resume, overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out, raw, id_column, answer_column):
     """Answer every question of --data into a submission CSV (id,answer), appending as it goes."""
     from ..api import predict as predict_questions
     from ..processes import is_main
 
-    _check_ranking(mode, top_k)
+    _check_ranking(mode, top_k, debias, circular)
     if launched(num_processes, config_file):
         return
     out = Path(out)
     with user_errors(*[out] + ([raw] if raw else [])), libraries_on_stderr(), _answering(data_file, out):
         frame = predict_questions(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size),
-                                  circular=circular, combine=combine, top_k=top_k, max_new_tokens=max_new_tokens,
+                                  circular=circular, combine=combine, top_k=top_k, debias=debias,
+                                  debias_seed=debias_seed, max_new_tokens=max_new_tokens,
                                   out=out, raw=raw, resume=resume, overwrite=overwrite, on_long=on_long,
                                   id_column=id_column, answer_column=answer_column, prompt=template, backend=backend, dtype=dtype,
                                   load_in_4bit=load_in_4bit, base=base, progress=is_main())
@@ -173,27 +182,28 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
 @_prediction_options
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
-def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, top_k, on_long,
-                 resume, overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out_dir):
+def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, debias,
+                 debias_seed, top_k, on_long, resume, overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out_dir):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from ..api import evaluate
     from ..processes import is_main
 
-    _check_ranking(mode, top_k)
+    _check_ranking(mode, top_k, debias, circular)
     if launched(num_processes, config_file):
         return
     out_dir = Path(out_dir)
     with user_errors(out_dir), libraries_on_stderr(), _answering(data_file, out_dir / "predictions.csv"):
         result = evaluate(model_dir, data_file, mode=mode, batch_size=_batch_size(batch_size), circular=circular,
-                          combine=combine, top_k=top_k, max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
+                          combine=combine, top_k=top_k, debias=debias, debias_seed=debias_seed,
+                          max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
                           on_long=on_long, prompt=template, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit,
                           base=base, progress=is_main())
     if not is_main():
         return
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
-    for key in ("ties", "circular_accuracy", "position_bias", "vote_accuracy", *[k for k in result
-                                                                                if k.startswith("map@")]):
+    for key in ("ties", "circular_accuracy", "position_bias", "vote_accuracy", "debias",
+                *[k for k in result if k.startswith("map@")]):
         if key in result:
             summary[key] = result[key]
     if result["shortened"]:

@@ -34,6 +34,8 @@ class PredictSettings:
     produced_by: dict | None = None  # what answers and how it is asked (model, precision, prompt): see record()
     combine: str = "mean"  # with circular in score mode: the rotations' mean probability, or their "vote"
     top_k: int | None = None  # score mode: also rank the K most probable letters (the "ranked" column)
+    debias: int | None = None  # score mode: divide out the positions' prior, estimated on this many questions
+    debias_seed: int = 0  # which questions estimate it
 
     def __post_init__(self):
         if self.combine not in COMBINE:
@@ -41,6 +43,10 @@ class PredictSettings:
         if self.top_k is not None and (self.mode != "score" or self.top_k < 1):
             raise ValueError(f"top_k ranks letters by probability: score mode and at least 1, not {self.top_k!r} "
                              f"in {self.mode} mode")
+        if self.debias is not None and (self.mode != "score" or self.circular or self.debias < 1):
+            raise ValueError(f"debias divides letter probabilities by the positions' prior: score mode without "
+                             f"circular (which it replaces) and at least 1 question, not {self.debias!r} in "
+                             f"{self.mode} mode{' with circular' if self.circular else ''}")
 
     @property
     def voting(self) -> bool:
@@ -55,6 +61,7 @@ class PredictSettings:
         return {**(self.produced_by or {}), "mode": self.mode, "circular": self.circular,
                 **({"combine": "vote" if self.voting else "mean"} if self.circular else {}),
                 **({"top_k": self.top_k} if self.top_k else {}),
+                **({"debias": self.debias, "debias_seed": self.debias_seed} if self.debias else {}),
                 **({"max_new_tokens": self.max_new_tokens} if self.mode == "generate" else {})}
 
     def columns(self) -> list[str]:
@@ -82,10 +89,12 @@ class Answers:
     pairs, in order, as soon as the model gives them. Prompts longer than the model's context are shortened (or
     refused with ``settings.on_long == "error"``) before anything runs; out of memory halves the batch and tries
     again. Afterwards ``batch_size`` is the size that worked and ``shortened`` the ids whose text was cut.
-    ``done`` questions answered before (a resumed file) start the progress bar."""
+    ``done`` questions answered before (a resumed file) start the progress bar. With ``settings.debias``,
+    ``prior`` (:class:`~mcq_unsloth.inference.debias.Prior`) is divided out of every question but those it was
+    estimated on, which are answered from their rotations."""
 
     def __init__(self, model, questions: list[Question], settings: PredictSettings, prompt=None,
-                 progress: bool = True, done: int = 0):
+                 progress: bool = True, done: int = 0, prior=None):
         """``model``: a :class:`~mcq_unsloth.inference.transformers_model.TransformersModel` or a
         :class:`~mcq_unsloth.inference.llamacpp.GgufModel` (what :attr:`mcq_unsloth.Model.engine` gives)."""
         from .scoring import fit_to_context
@@ -94,8 +103,9 @@ class Answers:
         self.questions, shortened = fit_to_context(model.context_length(), model.tokenizer, questions, prompt, room,
                                                    settings.circular, settings.on_long)
         self.shortened = set(shortened)
-        self.model, self.settings, self.prompt = model, settings, prompt
+        self.model, self.settings, self.prompt, self.prior = model, settings, prompt, prior
         self.progress, self.done = progress, done
+        self.rotated = set(prior.sample) if prior else set()
         self.batch_size = settings.batch_size or model.first_batch_size()
 
     def __iter__(self):
@@ -111,10 +121,11 @@ class Answers:
                   desc=settings.mode) as bar:
             position = 0
             while position < len(pending):
-                per_question = len(pending[position].options) if settings.circular else 1
+                first = pending[position]
+                per_question = len(first.options) if settings.circular or first.id in self.rotated else 1
                 chunk = pending[position:position + max(1, self.batch_size // per_question)]
                 try:
-                    results = _answer(self.model, chunk, settings, self.prompt, self.batch_size, prefix)
+                    results = _answer(self.model, chunk, settings, self.prompt, self.batch_size, prefix, self.prior)
                 except out_of_memory_errors() as error:
                     if self.batch_size == 1:
                         raise
@@ -253,8 +264,13 @@ def metrics(questions: list[Question], predicted: dict[str, str | None], rotatio
     return result
 
 
-def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int, prefix=None):
-    """(Prediction, raw record) for each question of the chunk, in order."""
+def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int, prefix=None,
+            prior=None):
+    """(Prediction, raw record) for each question of the chunk, in order. With a ``prior`` (debiased scoring),
+    the questions it was estimated on are answered from their rotations (their records kept in it when they
+    are), the others divided by it."""
+    if prior is not None:
+        return _answer_debiased(model, chunk, settings, prompt, batch_size, prefix, prior)
     asked = _asked(chunk, settings)
     if settings.mode == "score":
         outputs = model.score(asked, prompt, batch_size, prefix)
@@ -290,6 +306,30 @@ def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, bat
             if not settings.voting:
                 record["prediction"] = _best(q.id, mean)
         results.append((_ranked(Prediction(q.id, record["prediction"], positions), mean, settings, record), record))
+    return results
+
+
+def _answer_debiased(model, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int, prefix,
+                     prior) -> list:
+    from .debias import debiased
+
+    sampled = [q for q in chunk if q.id in prior.sample and q.id not in prior.records]
+    circular = replace(settings, circular=True, debias=None, top_k=None)
+    rotated = {p.id: r for p, r in _answer(model, sampled, circular, prompt, batch_size, prefix)} if sampled else {}
+    plain = [q for q in chunk if q.id not in prior.sample]
+    scored = model.score(plain, prompt, batch_size, prefix) if plain else []
+    observed = {q.id: output for q, output in zip(plain, scored)}
+    results = []
+    for q in chunk:
+        if q.id in prior.sample:
+            record = {**(prior.records.get(q.id) or rotated[q.id]), "prior_sample": True}
+            probabilities = rotation_mean(record["details"])
+        else:
+            output = observed[q.id]
+            probabilities = debiased(output.probabilities, prior.by_options[str(len(q.options))])
+            record = {"id": q.id, "observed": output.probabilities, **({"tied": output.tied} if output.tied else {})}
+        record.update(prediction=_best(q.id, probabilities), probabilities=probabilities)
+        results.append((_ranked(Prediction(q.id, record["prediction"]), probabilities, settings, record), record))
     return results
 
 

@@ -34,9 +34,10 @@ def predict_file(model, questions: list[Question], out: Path, settings: PredictS
 
     done = answered(out, settings, questions) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
-    answers = Answers(model, pending, settings, prompt, progress, done=len(questions) - len(pending))
+    start = time.perf_counter()  # the prior's estimation is part of the cost
+    prior = _prior(model, questions, out, settings, prompt, resume) if settings.debias else None
+    answers = Answers(model, pending, settings, prompt, progress, done=len(questions) - len(pending), prior=prior)
     new_file = done is None
-    start = time.perf_counter()
     ties = 0
     with out.open("w" if new_file else "a", encoding="utf-8", newline="") as sink, \
             open(settings.raw or os.devnull, "w" if new_file else "a", encoding="utf-8") as raw:
@@ -58,7 +59,24 @@ def predict_file(model, questions: list[Question], out: Path, settings: PredictS
     return {"answered": len(pending), "skipped": len(questions) - len(pending), "shortened": len(answers.shortened),
             "seconds": round(seconds, 2),
             "questions_per_second": round(len(pending) / seconds, 2) if pending and seconds else None,
-            "batch_size": answers.batch_size, **({"ties": ties} if settings.mode == "score" else {})}
+            "batch_size": answers.batch_size, **({"ties": ties} if settings.mode == "score" else {}),
+            **({"prior": prior.by_options} if prior else {})}
+
+
+def _prior(model, questions: list[Question], out: Path, settings: PredictSettings, prompt, resume: bool):
+    """The positions' prior for debiased scoring: the one stored beside ``out`` when resuming, else estimated on
+    the whole file's sample and stored there before any answer is written."""
+    from ..outputs import write_text
+    from .debias import estimate_prior, prior_path, read_prior
+
+    if resume and (stored := read_prior(out)) is not None:
+        return stored
+    prior = estimate_prior(model, questions, settings.debias, settings.debias_seed, prompt, settings.batch_size)
+    write_text(prior_path(out), json.dumps(prior.to_json(), indent=2, ensure_ascii=False) + "\n")
+    log.info("positions' prior (debias): " + "; ".join(
+        f"{count} options from {prior.questions[count]} questions: " + " ".join(f"{x} {p:.3f}" for x, p in values.items())
+        for count, values in prior.by_options.items()))
+    return prior
 
 
 def answered(out: Path, settings: PredictSettings, questions: list[Question]) -> set[str] | None:
@@ -192,8 +210,8 @@ def read_predictions(out: Path, settings: PredictSettings) -> dict[str, str | No
 
 # --- helpers ------------------------------------------------------------------------------------------
 
-EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.jsonl", "metrics.json",
-              "confusion.png")
+EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.csv.prior.json", "predictions.jsonl",
+              "metrics.json", "confusion.png")
 
 
 def evaluate_file(model, questions: list[Question], out_dir: Path, settings: PredictSettings,
@@ -226,6 +244,10 @@ def _write_evaluation(questions: list[Question], out_dir: Path, settings: Predic
     records = {record["id"]: record for _, record in collected}
     if len(records) < len(questions):  # the earlier run's or the other processes' answers, from what they wrote
         records = {**records_of(settings.raw), **records}
+    if settings.debias:
+        from .debias import read_prior
+
+        about = {**(about or {}), "debias": read_prior(out_dir / "predictions.csv").to_json()}
     result = evaluation(questions, records, settings, speed["seconds"], speed["questions_per_second"], about)
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     circular = f", circular {result.get('combine', 'vote')}" if settings.circular else ""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .. import processes
 from ..data.questions import Question
-from ..errors import OutputError
+from ..errors import ConfigError, OutputError
 from .answering import PredictSettings
 from .files import predict_file, record_path
 
@@ -44,6 +44,8 @@ def predict_shards(model, questions: list[Question], out: Path, settings: Predic
     parts into ``out`` (and ``settings.raw``). Returns the counts of the whole launch; ``collected`` receives this
     process's ``(Prediction, raw record)`` pairs. Every process of the launch must call it."""
     count, rank = processes.count(), processes.rank()
+    if settings.debias:
+        raise ConfigError(["debias: not yet in several processes (each would estimate its own prior); run it in one"])
     processes.main_first(_check_parts, out, settings.raw, count, resume, overwrite)
     pending = [q for q in questions if q.id not in (done or ())]
     size = math.ceil(len(pending) / count)
