@@ -222,3 +222,27 @@ def test_debias_is_checked_where_it_cannot_work(tmp_path, tiny_model_dir, questi
     saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert report["debias"] == saved["debias"] and saved["debias"]["questions"] == {"4": 3}
     assert set(saved["debias"]["prior"]["4"]) == set("ABCD")
+
+
+def test_bench_letters_prints_every_method_side_by_side(tiny_model_dir):
+    result = run("bench", "letters", "--model", tiny_model_dir, "--data", "synth-held-out:24", "--debias", "2,4",
+                 "--backend", "hf")
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert table[0] == ("| method | accuracy | A % | B % | C % | D % | agrees with circular mean | prompts asked | "
+                        "seconds |")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in table[2:]}
+    assert list(rows) == ["gold", "plain", "debiased, N=2", "debiased, N=4", "circular vote", "circular mean"]
+    assert rows["gold"][1:5] == ["25", "25", "25", "25"]
+    # prompts: 24 plain; N sampled questions asked in 4 rotations instead of once; 96 for circular
+    assert [rows[m][6] for m in ("plain", "debiased, N=2", "debiased, N=4", "circular mean")] == \
+        ["24", "30", "36", "96"]
+    assert rows["circular mean"][5] == "1.000"
+    for shares in (rows[m][1:5] for m in rows if m != "gold"):
+        assert 99 <= sum(map(int, shares)) <= 101
+
+def test_bench_letters_refuses_unlabelled_questions(tiny_model_dir, tmp_path):
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("id,question,A,B\n1,哪个？,甲,乙\n", encoding="utf-8")
+    line = error_line(run("bench", "letters", "--model", tiny_model_dir, "--data", unlabelled))
+    assert line == f"Error: {unlabelled}: bench letters needs answers, and this file has none"

@@ -302,6 +302,41 @@ def bench(ctx, model, tasks, seq_len, batch_size, steps, quick, load_in_4bit, sf
         raise UserError(f"{len(failed)} job(s) failed ({', '.join(failed)}); bench.md says why")
 
 
+@bench.command("letters")
+@click.option("--model", "model_dir", required=True, help="Model folder, adapter or Hub id (or a .gguf file).")
+@click.option("--data", "data_file", default="shipped:mcq_zh.csv", show_default=True,
+              help="Labelled questions (any file predict reads).")
+@click.option("--debias", "sizes", default="16,32", show_default=True,
+              help="Comma-separated N for the debiased rows.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which questions estimate the prior.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Default: automatic.")
+@BACKEND_OPTION
+@PRECISION_OPTIONS[0]
+@PRECISION_OPTIONS[1]
+def bench_letters(model_dir, data_file, sizes, seed, batch_size, backend, dtype, load_in_4bit):
+    """Plain, debiased and circular (vote and mean) letter scoring of one model on one labelled file, side by
+    side: accuracy, the predicted letters' shares against the gold ones, agreement with the circular mean's
+    answers, prompts asked and seconds, as a Markdown table."""
+    from ..bench.letters import compare_letters, letters_table
+    from ..data.sources import load_questions
+
+    try:
+        chosen = [int(n) for n in sizes.split(",") if n.strip()]
+    except ValueError:
+        raise UserError(f"--debias takes numbers separated by commas, got {sizes!r}") from None
+    if any(n < 1 for n in chosen):
+        raise UserError(f"--debias sizes must be at least 1, got {sizes!r}")
+    with user_errors(), libraries_on_stderr():
+        questions = load_questions(data_file)
+        if any(q.answer is None for q in questions):
+            raise UserError(f"{data_file}: bench letters needs answers, and this file has none")
+        loaded, precision = _load(model_dir, backend, dtype, load_in_4bit)
+        rows = compare_letters(loaded.engine, questions, chosen, seed, loaded.plan.prompt, batch_size)
+    click.echo(f"model {model_dir}, backend {loaded.backend}, precision {precision}, {len(questions)} questions "
+               f"of {data_file}, debias seed {seed}\n")
+    click.echo(letters_table(rows, questions))
+
+
 @bench.command("inference")
 @click.option("--model", "model_dir", default=None, help="Model folder or Hub id (default: a tiny model built now).")
 @click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,
