@@ -101,14 +101,16 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
              combine: str = "mean", top_k: int | None = None, debias: int | None = None, debias_seed: int = 0,
              max_new_tokens: int = 8, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
              on_long: str = "shorten", prompt=None, backend: str = "auto", dtype: str = "auto",
-             load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True) -> dict:
+             load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True,
+             card: bool = False) -> dict:
     """Answer the labelled questions of ``data`` as :func:`predict` does (the same options) and return the
     metrics ``mcq-unsloth eval`` reports: ``accuracy``, ``unparseable``, the predicted and gold letter
     distributions, the ``confusion`` matrix, in score mode ``ties``, with ``circular`` ``circular_accuracy`` and
     ``position_bias`` (in score mode also ``vote_accuracy``: the rotations' vote beside their mean), with
     ``top_k`` ``map@K``, the speed, and ``predictions`` (the DataFrame :func:`predict` returns). With ``out_dir``,
     also the files eval writes there (predictions.csv, predictions.jsonl, metrics.json, confusion.png),
-    resumable with ``resume``.
+    resumable with ``resume``. ``card`` puts the results, with the command that measures them again, into the
+    model card (README.md) training wrote beside an adapter or merged model.
 
     >>> report = mu.evaluate(model, "shipped:mcq_zh.csv")          # doctest: +SKIP
     >>> report["accuracy"], report["predictions"].head()            # doctest: +SKIP
@@ -130,12 +132,16 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         raise DataError(_name(data), "eval needs answers and this file has none", column="answer",
                         fix="add an answer column, or use predict")
     decided = _plan(model, base, dtype, load_in_4bit, prompt)
+    if card:  # before anything is answered
+        _card_folder(decided)
     settings = replace(settings, produced_by=decided.produced_by)
     if out_dir is None:
         loaded = _loaded(model, decided, backend)
         records, counts = _answer_all(loaded, questions, settings, progress)
         about = {**_about(decided, loaded), **({"debias": counts["debias"]} if "debias" in counts else {})}
         result = evaluation(questions, records, settings, counts["seconds"], counts["questions_per_second"], about)
+        if card:
+            _add_to_card(decided, data, settings, result, None)
         return {**result, "predictions": answers_frame(questions, records, settings)}
     with contextlib.ExitStack() as held:
         earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings, questions,
@@ -147,6 +153,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
                                progress, _about(decided, loaded), collected, earlier, overwrite)
     records = {**records_of(settings.raw), **{record["id"]: record for _, record in collected}}
+    if card and processes.is_main():
+        _add_to_card(decided, data, settings, result, out_dir)
     return {**result, "predictions": answers_frame(questions, records, settings)}
 
 
@@ -347,6 +355,32 @@ def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
     if isinstance(model, Model):
         return model.plan
     return plan(str(model), base=base, dtype=dtype, load_in_4bit=load_in_4bit, prompt=prompt)
+
+
+def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, out_dir: Path | None) -> None:
+    """An evaluation's results in the model card of the folder evaluated, with the command that repeats it."""
+    import shlex
+
+    from .convert.card import add_evaluation
+
+    precision = decided.precision
+    command = ["mcq-unsloth", "eval", "--model", decided.source, "--data", _name(data), "--mode", settings.mode,
+               *(["--circular"] if settings.circular else []), *(["--top-k", str(settings.top_k)] if settings.top_k
+                                                                 else []),
+               *(["--debias", str(settings.debias)] if settings.debias else []),
+               "--out-dir", str(out_dir or "EVAL_DIR"), "--dtype", precision.dtype,
+               "--4bit" if precision.load_in_4bit else "--no-4bit"]
+    add_evaluation(_card_folder(decided), result, _name(data), shlex.join(command))
+
+
+def _card_folder(decided: Plan) -> Path:
+    """The folder whose model card an evaluation goes into; raises OutputError when it has no card of ours."""
+    from .convert.card import check_card
+
+    if decided.gguf or not Path(decided.source).is_dir():
+        raise OutputError(f"card: {decided.source} is not a model folder; the results go into the card of an adapter "
+                          f"or merged folder")
+    return check_card(Path(decided.source))
 
 
 def _data_parallel_only() -> None:

@@ -182,8 +182,11 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
 @_prediction_options
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False),
               help="Folder for predictions.csv, predictions.jsonl, metrics.json and confusion.png.")
+@click.option("--card", is_flag=True,
+              help="Also put the results, with this command, into the model card (README.md) of the --model folder.")
 def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, circular, combine, debias,
-                 debias_seed, top_k, on_long, resume, overwrite, backend, dtype, load_in_4bit, template, num_processes, config_file, out_dir):
+                 debias_seed, top_k, on_long, resume, overwrite, backend, dtype, load_in_4bit, template, num_processes,
+                 config_file, out_dir, card):
     """Answer labelled questions and write metrics.json (accuracy, unparseable share, distributions, confusion
     matrix, speed) and confusion.png."""
     from ..api import evaluate
@@ -198,7 +201,7 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
                           combine=combine, top_k=top_k, debias=debias, debias_seed=debias_seed,
                           max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
                           on_long=on_long, prompt=template, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit,
-                          base=base, progress=is_main())
+                          base=base, progress=is_main(), card=card)
     if not is_main():
         return
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}

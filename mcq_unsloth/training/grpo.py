@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import processes
 from ..config import Config, check_trainer_names
-from ..data.questions import Question, write_questions
+from ..data.questions import Question, summarize, write_questions
 from ..data.sources import load_splits
 from ..errors import ModelLoadError
 from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
@@ -89,7 +89,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     if processes.is_main():
         loaded.tokenizer.save_pretrained(str(adapter_dir))
         write_training_record(adapter_dir, config, backend)
-    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names, config)
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names, config,
+                   train_questions, val_questions)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -103,7 +104,7 @@ def prompt_dataset(questions: list[Question], prompt: PromptConfig | None = None
 
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from,
-            names: list[str], config: Config) -> dict:
+            names: list[str], config: Config, train_questions: list[Question], val_questions: list[Question]) -> dict:
     from ..plots import grpo_panels, plot_curves
 
     if processes.is_main():
@@ -114,4 +115,5 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
             "resumed_from": str(resumed_from) if resumed_from else None,
             **{f"reward_{name}": last_logged(history, f"rewards/{name}/mean") for name in names},
             "kl": last_logged(history, "kl"), "eval_accuracy": last_logged(history, "eval_accuracy"),
-            **eval_command(run_dir, adapter_dir, config)}
+            **eval_command(run_dir, adapter_dir, config),
+            "data": {"train": summarize(train_questions), "validation": summarize(val_questions)}}

@@ -27,7 +27,8 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
                  prepare=None) -> dict:
     """Train as ``config`` says into ``run_dir`` (``recipe`` names where the configuration came from, for the
     run record); returns the run's summary (adapter, steps, losses, accuracy, ``eval_command``, ``seconds``,
-    ``processes``, ``effective_batch``). ``prepare(run_dir)``, when given, runs once the folder exists and before
+    ``processes``, ``effective_batch``, ``data``: the training and validation questions' sizes and answer letters),
+    also kept in ``run.json`` and, with the recipe, in the adapter's model card (README.md). ``prepare(run_dir)``, when given, runs once the folder exists and before
     the record is written (it may store data there and return the configuration to use). A KeyboardInterrupt
     passes through, the last complete checkpoint kept.
 
@@ -60,6 +61,7 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
                       effective_batch=config.train.effective_batch(processes.count()))
         if processes.is_main():
             record_finished(run_dir, result)
+            _write_card(Path(result["adapter"]), config, result, recipe)
     return result
 
 
@@ -121,6 +123,15 @@ def _sharding_problem(strategy: str) -> str | None:
     if strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         return "this launch asks for DeepSpeed, which is not installed: pip install deepspeed"
     return None
+
+
+def _write_card(adapter: Path, config: Config, result: dict, recipe: str) -> None:
+    """The adapter's model card (:mod:`mcq_unsloth.convert.card`), on the base its adapter_config.json names."""
+    from ..convert.card import adapter_card, write_card
+    from ..model.backends import adapter_base
+
+    write_card(adapter, adapter_card(adapter, dump_yaml(config), result, recipe, config.task,
+                                     adapter_base(adapter) or config.model.name))
 
 
 def _inputs(config: Config) -> str:

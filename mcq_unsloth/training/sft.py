@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import processes
 from ..config import Config, check_trainer_names
-from ..data.questions import Question, write_questions
+from ..data.questions import Question, summarize, write_questions
 from ..data.sources import load_splits
 from ..errors import DataError
 from .folders import (VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, whole_run_loss, write_history,
@@ -72,7 +72,8 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     if processes.is_main():
         loaded.tokenizer.save_pretrained(str(adapter_dir))
         write_training_record(adapter_dir, config, backend)
-    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, config)
+    return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, config,
+                   train_questions, val_questions)
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -100,8 +101,8 @@ def _check_every_example_kept(prepared, questions: list[Question], source: str, 
                         row=q.row or None, fix="raise model.max_seq_length or shorten the question")
 
 
-def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config
-            ) -> dict:
+def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config,
+            train_questions: list[Question], val_questions: list[Question]) -> dict:
     from ..plots import SFT_PANELS, plot_curves
 
     if processes.is_main():
@@ -111,4 +112,5 @@ def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str,
             "steps": max((row.get("step", 0) for row in history), default=0),
             "resumed_from": str(resumed_from) if resumed_from else None,
             "train_loss": whole_run_loss(history, resumed_from), "eval_loss": last_logged(history, "eval_loss"),
-            "eval_accuracy": last_logged(history, "eval_accuracy"), **eval_command(run_dir, adapter_dir, config)}
+            "eval_accuracy": last_logged(history, "eval_accuracy"), **eval_command(run_dir, adapter_dir, config),
+            "data": {"train": summarize(train_questions), "validation": summarize(val_questions)}}
