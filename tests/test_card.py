@@ -79,3 +79,18 @@ def test_eval_card_needs_a_card_of_ours(tmp_path, tiny_model_dir):
     assert line == (f"Error: {tiny_model_dir} has no model card of mcq-unsloth (README.md without its evaluations "
                     f"section); --card writes into the card an adapter's training wrote")
     assert not (tmp_path / "e").exists()  # refused before answering anything
+
+
+def test_a_merged_export_carries_the_adapters_numbers_and_its_own_check(run_recipe, tmp_path):
+    summary = run_recipe("smoke", tmp_path / "run", SHORT + ["model.backend=hf"])
+    result = ok(run("export", tmp_path / "run", "--format", "merged", "--dtype", "float32", "--out",
+                    tmp_path / "merged"))
+    card = ModelCard.load(tmp_path / "merged" / "README.md")
+    assert card.data.to_dict()["library_name"] == "transformers" and "merged" in card.data.to_dict()["tags"]
+    assert numbers(card)["eval_accuracy"] == summary["eval_accuracy"]
+    assert numbers(card)["parts"]["training"][0] == summary["data"]["train"]["rows"]
+    assert (f"on {result['questions_compared']} questions differ by at most {result['max_probability_difference']}"
+            in card.text)
+    ok(run("eval", "--model", tmp_path / "merged", "--data", "synth-held-out:20", "--out-dir", tmp_path / "e",
+           "--card", "--backend", "hf"))
+    assert "### synth-held-out:20" in ModelCard.load(tmp_path / "merged" / "README.md").text

@@ -3,6 +3,7 @@ implementation) tokenizes and answers like transformers, on the tiny models and 
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,10 +164,19 @@ def test_export_gguf_with_quants_modelfiles_and_verify(tmp_path, tiny_model_dir)
     result = last_json(run("export", tiny_model_dir, "--format", "gguf", "--quant", "f16", "--quant", "q8_0",
                            "--quant", "q4_k_m", "--out", out, "--verify"))
     assert [g["quant"] for g in result["gguf"]] == ["f16", "q8_0", "q4_k_m"]
-    assert sorted(p.name for p in out.iterdir()) == ["out-f16.Modelfile", "out-f16.gguf", "out-q4_k_m.Modelfile",
-                                                     "out-q4_k_m.gguf", "out-q8_0.Modelfile", "out-q8_0.gguf"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "out-f16.Modelfile", "out-f16.gguf",
+                                                     "out-q4_k_m.Modelfile", "out-q4_k_m.gguf", "out-q8_0.Modelfile",
+                                                     "out-q8_0.gguf"]
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the model card states each file's own verification
+    assert {"gguf", "llama.cpp", "mcq-unsloth"} <= set(card.data.to_dict()["tags"])
+    assert "`base_model` is left out" in card.text  # a local model without a card: nothing guessed
     for entry in result["gguf"]:
         assert entry["verify"]["tokenization_identical"] == 64  # the q4_k_m file loads and answers
+        check = entry["verify"]
+        assert (f"`{Path(entry['file']).name}` ({entry['quant']}, {entry['bytes'] / 2**20:.1f} MiB): llama.cpp answers "
+                f"like the merged model on {check['agreement']:.1%} of 64 questions") in card.text
     assert fields(out / "out-q4_k_m.gguf")[1]["general.file_type"] == 15
     modelfile = (out / "out-q8_0.Modelfile").read_text()
     assert modelfile.startswith("FROM ./out-q8_0.gguf\nTEMPLATE \"\"\"{{- if .System }}<|im_start|>system\n")

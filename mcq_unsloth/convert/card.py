@@ -75,6 +75,64 @@ def adapter_card(adapter: Path, config_text: str, summary: dict, recipe: str, ta
     return "\n".join(lines)
 
 
+def export_card(out: Path, fmt: str, source: Path, adapter: Path | None, result: dict) -> str:
+    """The card of an export (``merged`` folder or ``gguf`` files in ``out``) of ``source``: the metadata and the
+    training and evaluation sections of the adapter's card when it has one of ours, the export's own checks, and
+    how to load it."""
+    import shlex
+
+    from ..model.backends import adapter_base
+
+    from_card = _sections(adapter / CARD) if adapter is not None and (adapter / CARD).is_file() else {}
+    metadata, notes = base_metadata(adapter_base(adapter) or str(source) if adapter is not None else str(source))
+    if adapter is not None and (adapter / CARD).is_file():
+        metadata.update({k: v for k, v in _read_card(str(adapter)).items() if k in ("base_model", "license", "language")})
+    gguf = fmt == "gguf"
+    metadata.update(library_name=None if gguf else "transformers", pipeline_tag="text-generation",
+                    tags=TAGS + (["gguf", "llama.cpp"] if gguf else ["merged"]))
+    what = "GGUF files for llama.cpp and Ollama" if gguf else "a merged 16-bit model (the LoRA adapter in its weights)"
+    lines = [_front_matter(metadata), f"# {out.name}: {what}", "",
+             f"Exported by mcq-unsloth (`mcq-unsloth export --format {fmt}`) from `{source}`.", ""]
+    if notes := [note for note in notes if note.split("`")[1] not in metadata]:
+        lines += ["Before uploading:", *[f"- {note}" for note in notes], ""]
+    for title in ("Training data", "Evaluation"):
+        if title in from_card:
+            lines += [f"## {title} (of the adapter)", "", from_card[title].strip(), ""]
+    lines += ["## Export checks", ""]
+    if "merge" in result or "max_probability_difference" in result:
+        merge = result.get("merge", result)
+        lines += [f"- merge: letter probabilities of the merged model against the adapter on "
+                  f"{merge['questions_compared']} questions differ by at most {merge['max_probability_difference']} "
+                  f"({merge['dtype']})"]
+    for entry in result.get("gguf", []):
+        check = entry.get("verify")
+        said = (f"llama.cpp answers like the merged model on {check['agreement']:.1%} of {check['questions']} "
+                f"questions (beyond near-ties {check['agreement_beyond_near_ties']}), tokenization "
+                f"{'identical' if check['tokenization_identical'] else 'DIFFERENT'}, probabilities within "
+                f"{check['max_probability_difference']}" if check else "not verified (export with --verify)")
+        lines.append(f"- `{Path(entry['file']).name}` ({entry['quant']}, {entry['bytes'] / 2**20:.1f} MiB): {said}")
+    lines += ["", "## How to use", ""]
+    if gguf:
+        first = Path(result["gguf"][0]["file"]).name if result.get("gguf") else "MODEL.gguf"
+        lines += ["```bash", f"llama-cli -m {shlex.quote(first)}",
+                  f"mcq-unsloth predict --model {shlex.quote(first)} --data test.csv --out submission.csv"]
+        if any("modelfile" in e for e in result.get("gguf", [])):
+            lines.append(f"ollama create {out.name} -f {Path(result['gguf'][0]['modelfile']).name}")
+        lines.append("```")
+    else:
+        lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                  f'model = AutoModelForCausalLM.from_pretrained("{out}")',
+                  f'tokenizer = AutoTokenizer.from_pretrained("{out}")', "```"]
+    lines += ["", "## Upload", "", "```bash", f"huggingface-cli upload YOUR_NAME/{out.name} {out}", "```", ""]
+    return "\n".join(lines)
+
+
+def _sections(path: Path) -> dict[str, str]:
+    """A Markdown file's level-2 sections by title."""
+    parts = re.split(r"^## (.+)$", path.read_text(encoding="utf-8"), flags=re.M)
+    return {title.strip(): body for title, body in zip(parts[1::2], parts[2::2])}
+
+
 def write_card(folder: Path, text: str) -> Path:
     from ..outputs import write_text
 

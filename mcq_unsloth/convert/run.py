@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ExportError
+from .card import export_card, write_card
 from .gguf_writer import GGUF_PY_QUANTS
 from .quantize import LLAMA_CPP_QUANTS, fallbacks
 
@@ -50,7 +51,9 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
             raise ExportError(f"{source} is already a full model; export it with --format gguf")
         from .merge import merge_adapter
 
-        return {**result, **merge_adapter(adapter, out, questions, prompt, base=base, dtype=dtype)}
+        result.update(merge_adapter(adapter, out, questions, prompt, base=base, dtype=dtype))
+        write_card(out, export_card(out, fmt, Path(source), adapter, result))
+        return result
     with tempfile.TemporaryDirectory(dir=out, prefix=".merged-") as scratch:
         if adapter is not None:
             from .merge import merge_adapter
@@ -74,6 +77,7 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
                 if (warning := check_targets(entry["verify"], quant)) is not None:
                     log.warning(f"warning: {warning}")
             result["gguf"].append(entry)
+    write_card(out, export_card(out, fmt, Path(source), adapter, result))
     return result
 
 
