@@ -47,11 +47,12 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     best first, separated by spaces (MAP@K). ``debias=N`` (score mode, instead of ``circular``) estimates the
     model's prior over answer positions on N questions of each option count (drawn with ``debias_seed``, asked in
     every rotation) and divides it out of every other question's probabilities; with ``out`` the prior is kept
-    beside it (``OUT.prior.json``) and a resume divides by the same one. ``on_long``: ``shorten`` a prompt longer than the context from the
-    middle of its question, or ``error``. With ``out``, the submission CSV (``id_column``, ``answer_column``) is
+    beside it (``OUT.prior.json``) and a resume divides by the same one. ``on_long``: ``shorten`` a prompt longer
+    than the context from the middle of its question, or ``error``. With ``out``, the submission CSV (``id_column``, ``answer_column``) is
     written as it goes, exactly as ``mcq-unsloth predict`` writes it (``raw``: each question's raw record as JSON
     lines), resumable with ``resume`` and replaced only with ``overwrite``. ``frame.attrs`` holds the counts and
-    speed the command line prints.
+    speed the command line prints. Called in every process of a launch, each answers its share into part files
+    that are merged into ``out``, and returns the answers of its share alone (no process holds them all).
 
     >>> import mcq_unsloth as mu                                        # doctest: +SKIP
     >>> model = mu.load("runs/smoke/adapter")                           # doctest: +SKIP
@@ -87,7 +88,8 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
         else:
             counts = predict_shards(loaded.engine, questions, out, settings, decided.prompt, resume, progress,
                                     collected, earlier, overwrite)
-            collected = [pair for share in processes.gather(collected) for pair in share]
+            mine = {prediction.id for prediction, _ in collected}  # each process returns its own share alone
+            questions, earlier = [q for q in questions if q.id in mine], None
     records = {record["id"]: record for _, record in collected}
     if earlier:  # the answers a resumed file held: their raw records when they were kept, else the letters
         letters, kept = read_predictions(out, settings), records_of(settings.raw)
@@ -152,7 +154,11 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         collected: list = []
         result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
                                progress, _about(decided, loaded), collected, earlier, overwrite)
-    records = {**records_of(settings.raw), **{record["id"]: record for _, record in collected}}
+    records = {record["id"]: record for _, record in collected}
+    if processes.count() == 1 or processes.is_main():  # in a launch the others return their own share alone
+        records = {**records_of(settings.raw), **records}
+    else:
+        questions = [q for q in questions if q.id in records]
     if card and processes.is_main():
         _add_to_card(decided, data, settings, result, out_dir)
     return {**result, "predictions": answers_frame(questions, records, settings)}

@@ -162,8 +162,11 @@ def launch_command(module_args: list[str], num_processes: int, config_file: str 
     processes on this machine (``config_file``: an accelerate config, e.g. one of ``recipes/accelerate/``,
     whose strategy and machines it then follows).
 
-    >>> shlex.join(launch_command(["recipe", "smoke"], 2)[1:])
-    '-m accelerate.commands.launch --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no --multi_gpu -m mcq_unsloth recipe smoke'
+    Without a config file the launch is on this machine alone, on a free port (two launches at once would
+    otherwise both take accelerate's 29500):
+
+    >>> shlex.join(launch_command(["recipe", "smoke"], 2)[1:])  # doctest: +ELLIPSIS
+    '-m accelerate.commands.launch --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no --main_process_port ... --multi_gpu -m mcq_unsloth recipe smoke'
     """
     if num_processes < 1:
         raise ConfigError([f"--num-processes: at least 1, got {num_processes}"])
@@ -175,7 +178,8 @@ def launch_command(module_args: list[str], num_processes: int, config_file: str 
     else:
         # Said, so that accelerate does not warn about each default; --multi_gpu is its data-parallel launcher,
         # which also starts CPU processes (without it, accelerate starts one process on a CPU machine).
-        command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--main_process_port", str(_free_port())]
         if num_processes > 1:
             command.append("--multi_gpu")
     return command + ["-m", "mcq_unsloth", *module_args]
@@ -223,6 +227,14 @@ def run_launch(command: list[str], result_to_stderr: bool = True) -> int:
         # the terminal's reach): wait for it, rather than kill it and leave them running.
         launcher.wait()
         raise
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _broadcast(objects: list) -> None:
