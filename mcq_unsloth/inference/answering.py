@@ -313,15 +313,16 @@ def _answer_debiased(model, chunk: list[Question], settings: PredictSettings, pr
                      prior) -> list:
     from .debias import debiased
 
-    sampled = [q for q in chunk if q.id in prior.sample and q.id not in prior.records]
+    sample = set(prior.sample)  # a list in the stored prior; looked up for every question of the chunk
+    sampled = [q for q in chunk if q.id in sample and q.id not in prior.records]
     circular = replace(settings, circular=True, debias=None, top_k=None)
     rotated = {p.id: r for p, r in _answer(model, sampled, circular, prompt, batch_size, prefix)} if sampled else {}
-    plain = [q for q in chunk if q.id not in prior.sample]
+    plain = [q for q in chunk if q.id not in sample]
     scored = model.score(plain, prompt, batch_size, prefix) if plain else []
     observed = {q.id: output for q, output in zip(plain, scored)}
     results = []
     for q in chunk:
-        if q.id in prior.sample:
+        if q.id in sample:
             record = {**(prior.records.get(q.id) or rotated[q.id]), "prior_sample": True}
             probabilities = rotation_mean(record["details"])
         else:
