@@ -10,13 +10,15 @@ written, with the same resume, lock and whole-file guarantees. Errors are the ty
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 from . import processes
-from .data.sources import load_questions
+from .data.sources import load_questions, load_share
 from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
 from .inference.combine import ensemble
@@ -68,7 +70,8 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     out = Path(out) if out is not None else None
     if out is not None:  # the outputs first: nothing is read or loaded for a file that cannot be written
         _check_outputs(data, out, settings.raw, resume, overwrite)
-    questions = load_questions(data)
+    launch = out is not None and processes.count() > 1  # then each process reads its share of data alone
+    questions = None if launch else load_questions(data)
     decided = _plan(model, base, dtype, load_in_4bit, prompt)
     settings = replace(settings, produced_by=decided.produced_by)
     if out is None:
@@ -79,17 +82,18 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
         return frame
     with contextlib.ExitStack() as held:
         # In a launch the main process alone locks and reads the output; a file of another run stops every one.
-        earlier = processes.main_first(_take_output, held, out, out, settings, questions, resume)
+        earlier = processes.main_first(_take_output, held, out, out, settings, _ids(data, questions), resume)
+        if launch:
+            share = load_share(data, processes.rank(), processes.count(), earlier or ())
         loaded = _loaded(model, decided, backend)
         collected: list = []
-        if processes.count() == 1:
+        if launch:  # each process returns its own share alone
+            counts = predict_shards(loaded.engine, data, share, out, settings, decided.prompt, resume, progress,
+                                    collected, overwrite)
+            questions, earlier = share.questions, None
+        else:
             counts = predict_file(loaded.engine, questions, out, settings, decided.prompt, resume, progress,
                                   collected)
-        else:
-            counts = predict_shards(loaded.engine, questions, out, settings, decided.prompt, resume, progress,
-                                    collected, earlier, overwrite)
-            mine = {prediction.id for prediction, _ in collected}  # each process returns its own share alone
-            questions, earlier = [q for q in questions if q.id in mine], None
     records = {record["id"]: record for _, record in collected}
     if earlier:  # the answers a resumed file held: their raw records when they were kept, else the letters
         letters, kept = read_predictions(out, settings), records_of(settings.raw)
@@ -118,6 +122,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     >>> report["accuracy"], report["predictions"].head()            # doctest: +SKIP
     """
     from .inference.files import EVAL_FILES, evaluate_file, records_of
+    from .inference.shards import evaluate_shards
     from .outputs import check_writable
 
     _data_parallel_only()
@@ -129,8 +134,10 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         _refuse_overwriting_input(data, [out_dir / name for name in EVAL_FILES])
         _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
         check_writable(out_dir, folder=True)
-    questions = load_questions(data)
-    if any(q.answer is None for q in questions):
+    launch = out_dir is not None and processes.count() > 1  # then each process reads its share of data alone
+    questions = None if launch else load_questions(data)
+    labelled = load_share(data, texts=False).labelled if launch else all(q.answer is not None for q in questions)
+    if not labelled:
         raise DataError(_name(data), "eval needs answers and this file has none", column="answer",
                         fix="add an answer column, or use predict")
     decided = _plan(model, base, dtype, load_in_4bit, prompt)
@@ -146,19 +153,27 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
             _add_to_card(decided, data, settings, result, None)
         return {**result, "predictions": answers_frame(questions, records, settings)}
     with contextlib.ExitStack() as held:
-        earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings, questions,
-                                         resume)
+        earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings,
+                                       _ids(data, questions), resume)
+        if launch:
+            share = load_share(data, processes.rank(), processes.count(), earlier or ())
+            gold = functools.cache(lambda: load_share(data, texts=False).questions)
         loaded = _loaded(model, decided, backend)
         if processes.is_main():
             out_dir.mkdir(parents=True, exist_ok=True)
         collected: list = []
-        result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume,
-                               progress, _about(decided, loaded), collected, earlier, overwrite)
+        if launch:  # the main process alone measures, on every question's id, letters and gold answer
+            result = evaluate_shards(loaded.engine, data, share, gold, out_dir, settings, decided.prompt, resume, progress, _about(decided, loaded), collected,
+                                     overwrite)
+        else:
+            result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume, progress,
+                                   _about(decided, loaded), collected)
     records = {record["id"]: record for _, record in collected}
-    if processes.count() == 1 or processes.is_main():  # in a launch the others return their own share alone
-        records = {**records_of(settings.raw), **records}
+    if launch and not processes.is_main():  # the others return their own share alone
+        questions = share.questions
     else:
-        questions = [q for q in questions if q.id in records]
+        records = {**records_of(settings.raw), **records}
+        questions = questions or gold()
     if card and processes.is_main():
         _add_to_card(decided, data, settings, result, out_dir)
     return {**result, "predictions": answers_frame(questions, records, settings)}
@@ -371,9 +386,11 @@ def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, o
 
     precision = decided.precision
     command = ["mcq-unsloth", "eval", "--model", decided.source, "--data", _name(data), "--mode", settings.mode,
-               *(["--circular"] if settings.circular else []), *(["--top-k", str(settings.top_k)] if settings.top_k
-                                                                 else []),
+               *(["--circular"] if settings.circular else []),
+               *(["--combine", settings.combine] if settings.circular and settings.combine != "mean" else []),
+               *(["--top-k", str(settings.top_k)] if settings.top_k else []),
                *(["--debias", str(settings.debias)] if settings.debias else []),
+               *(["--debias-seed", str(settings.debias_seed)] if settings.debias and settings.debias_seed else []),
                "--out-dir", str(out_dir or "EVAL_DIR"), "--dtype", precision.dtype,
                "--4bit" if precision.load_in_4bit else "--no-4bit"]
     add_evaluation(_card_folder(decided), result, _name(data), shlex.join(command))
@@ -396,15 +413,20 @@ def _data_parallel_only() -> None:
                            f"launch asks for {strategy}: launch them without a config file, or with the ddp one"])
 
 
-def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, questions,
-                 resume: bool):
+def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, ids, resume: bool):
     """Lock ``lock`` (the output file, or its folder) until ``held`` closes, and when resuming, the ids ``out``
-    answers already (checking that it was written with the same settings on the same questions)."""
+    answers already (checking that it was written with the same settings on questions of the ``ids()``)."""
     from .inference.files import answered
     from .outputs import exclusive
 
     held.enter_context(exclusive(lock))
-    return (answered(out, settings, questions) or set()) if resume else None
+    return (answered(out, settings, ids()) or set()) if resume else None
+
+
+def _ids(data, questions) -> Callable[[], set[str]]:
+    """The ids of the questions, when asked: of ``questions`` when they are read already, else of ``data``, read
+    as a stream."""
+    return lambda: {q.id for q in (questions if questions is not None else load_share(data, texts=False).questions)}
 
 
 def _loaded(model, decided: Plan, backend: str) -> Model:

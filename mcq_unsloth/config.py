@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class DataArgs:
     N generated synthetic questions (seeded by ``seed``), or ``synth-held-out:N`` for synthetic questions in
     phrasings and characters that ``synth:N`` never uses. Without ``validation``, a seeded
     ``val_fraction`` of ``train`` is held out. ``subset`` keeps a seeded, answer-stratified share of train.
+    ``language``: the questions' languages as ISO 639 codes (``[zh]``), for the model card's metadata; unset,
+    the card takes the base model's, when its card says them.
     """
 
     train: str | None = None
@@ -97,6 +100,7 @@ class DataArgs:
     val_fraction: float = 0.1
     subset: float = 1.0
     seed: int = 42
+    language: list[str] | None = None
 
     def problems(self) -> list[str]:
         found = []
@@ -108,6 +112,10 @@ class DataArgs:
             value = getattr(self, name)
             if value and (problem := source_problem(value)):
                 found.append(f"data.{name}: {value!r}: {problem}")
+        for code in self.language or ():
+            if not re.fullmatch(r"[a-z]{2,3}", str(code)):
+                found.append(f"data.language: {code!r} is not an ISO 639 code; write a list of codes such as "
+                             f"[zh] or [zh, en]")
         return found
 
 

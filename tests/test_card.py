@@ -3,6 +3,7 @@
 
 import json
 import re
+import shlex
 
 from huggingface_hub import ModelCard
 
@@ -57,6 +58,14 @@ def test_the_base_models_own_card_gives_the_metadata(run_recipe, tmp_path, tiny_
     assert metadata["language"] == ["zh", "en"] and "is left out" not in card.text
 
 
+def test_the_recipe_says_the_questions_language(run_recipe, tmp_path):
+    """Unknown from a base built on the spot, the language comes from data.language; the license stays left out."""
+    run_recipe("smoke", tmp_path / "run", SHORT + ["model.backend=hf", "data.language=[zh]"])
+    card = ModelCard.load(tmp_path / "run" / "adapter" / "README.md")
+    assert card.data.to_dict()["language"] == ["zh"] and "license" not in card.data.to_dict()
+    assert "`language` is left out" not in card.text and "`license` is left out" in card.text
+
+
 def test_eval_card_adds_its_results_once_per_data(run_recipe, tmp_path):
     run_recipe("smoke", tmp_path / "run", SHORT + ["model.backend=hf"])
     adapter = tmp_path / "run" / "adapter"
@@ -71,6 +80,16 @@ def test_eval_card_adds_its_results_once_per_data(run_recipe, tmp_path):
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved["accuracy"] == report["accuracy"]
     assert ModelCard.load(adapter / "README.md").data.to_dict()["library_name"] == "peft"  # metadata kept
+    # the command a card shows measures the same again, the combining of rotations and the prior's seed included
+    for number, options in enumerate((["--circular", "--combine", "vote"], ["--debias", "4", "--debias-seed", "3"])):
+        report = ok(run("eval", "--model", adapter, "--data", "synth-held-out:31", *options, "--out-dir",
+                        tmp_path / "e", "--card", "--overwrite", "--backend", "hf"))
+        command = ModelCard.load(adapter / "README.md").text.split("### synth-held-out:31", 1)[1].split("```bash\n")[1]
+        words = shlex.split(command.split("\n")[0])
+        assert " ".join(options) in " ".join(words)
+        words[words.index("--out-dir") + 1] = str(tmp_path / f"again-{number}")
+        again = ok(run(*words[1:], "--backend", "hf"))
+        assert again["accuracy"] == report["accuracy"] and again.get("vote_accuracy") == report.get("vote_accuracy")
 
 
 def test_eval_card_needs_a_card_of_ours(tmp_path, tiny_model_dir):

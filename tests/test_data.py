@@ -222,3 +222,75 @@ def test_shipped_data_is_valid_and_balanced():
         assert all(len(q.options) == 4 for q in questions)
     assert all(q.reasoning for q in reasoning)
     assert not {q.question for q in mcq} & {q.question for q in reasoning}
+
+
+# --- one process's share, read as a stream (prediction in a launch) --------------------------------------------
+
+def _many(count: int) -> list[Question]:
+    return [Question(f"q{i}", f"第{i}题：" + "很长的题目文字" * 20, {x: f"选项{x}{i}" * 5 for x in "ABCD"}, "ABCD"[i % 4])
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_shares_are_the_blocks_of_the_whole_file(tmp_path, suffix):
+    from mcq_unsloth.data.questions import read_questions, read_share
+
+    questions = _many(23)
+    path = tmp_path / f"q{suffix}"
+    if suffix == ".parquet":
+        from mcq_unsloth.data.sources import questions_frame
+
+        questions_frame(questions).to_parquet(path)
+    else:
+        write_questions(questions, path)
+    whole = read_questions(path)
+    skip = {"q0", "q5", "q22"}
+    shares = [read_share(path, rank, 3, skip) for rank in range(3)]
+    assert [len(s.questions) for s in shares] == [7, 7, 6]
+    assert [q for s in shares for q in s.questions] == [q for q in whole if q.id not in skip]
+    assert {(s.rows, s.pending, s.labelled) for s in shares} == {(23, 20, True)}
+    gold = read_share(path, texts=False).questions
+    assert [(q.id, list(q.options), q.answer) for q in gold] == [(q.id, list(q.options), q.answer) for q in whole]
+    assert {q.question for q in gold} == {""}
+
+
+def test_a_share_checks_the_whole_file(tmp_path):
+    """A bad row outside a process's block stops that process too, with the same message as a whole read."""
+    from mcq_unsloth.data.questions import read_questions, read_share
+
+    rows = "".join(f"q{i},题{i},甲,乙,A\n" for i in range(10))
+    for bad, words in (("q3,题,甲,乙,E\n", "row 11"), ("q0,题,甲,乙,A\n", "also appears in data row 1"),
+                       ("q10,题,甲,乙,\n", "given in 10 other rows")):
+        path = write(tmp_path, "bad.csv", "id,question,A,B,answer\n" + rows + bad)
+        with pytest.raises(DataError) as whole:
+            read_questions(path)
+        with pytest.raises(DataError) as first:
+            read_share(path, 0, 4)
+        assert str(first.value) == str(whole.value) and words in str(first.value)
+
+
+def test_a_share_is_read_without_holding_the_file(tmp_path):
+    """Memory measured, not assumed: reading one share of eight of a 20,000-question file takes a fraction of
+    what reading the file takes (the checks keep every id, nothing else)."""
+    import gc
+    import tracemalloc
+
+    from mcq_unsloth.data.questions import read_questions, read_share
+
+    path = tmp_path / "many.csv"
+    write_questions(_many(20_000), path)
+
+    def peak(read) -> int:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            kept = read()
+            return tracemalloc.get_traced_memory()[1], kept
+        finally:
+            tracemalloc.stop()
+
+    whole, questions = peak(lambda: read_questions(path))
+    share, block = peak(lambda: read_share(path, 7, 8))
+    assert len(block.questions) == 2500 and block.questions == questions[17_500:]
+    print(f"peak memory: whole file {whole / 1e6:.1f} MB, one share of eight {share / 1e6:.1f} MB")
+    assert share < whole / 3, (share, whole)

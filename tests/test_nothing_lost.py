@@ -97,7 +97,7 @@ def test_an_answer_without_its_raw_record_is_asked_again(tmp_path, tiny):
     raw.write_text('{"id": "synth-1", "prediction": "B"}\n{"id": "synth-2", "prediction": "D"}\n')
     settings = PredictSettings(raw=raw)
     record_path(out).write_text(json.dumps(settings.record()))  # what predict writes before its first answer
-    assert answered(out, settings, [Question(f"synth-{i}", "q", {"A": "x", "B": "y"}) for i in range(3)]) == {"synth-1"}
+    assert answered(out, settings, {f"synth-{i}" for i in range(3)}) == {"synth-1"}
     assert out.read_text() == "id,answer\nsynth-1,B\n"
     assert raw.read_text() == '{"id": "synth-1", "prediction": "B"}\n'
 

@@ -89,7 +89,7 @@ def test_resume_after_a_crash_finishes_with_the_same_answers(tmp_path, tiny):
     lines = full.read_text().splitlines(keepends=True)
     partial.write_text("".join(lines[:6]) + lines[6][:5])  # five answers and a line cut mid-write
     record_path(partial).write_bytes(record_path(full).read_bytes())  # written before the first answer
-    assert len(answered(partial, settings, questions)) == 5 and partial.read_text().endswith("\n")
+    assert len(answered(partial, settings, {q.id for q in questions})) == 5 and partial.read_text().endswith("\n")
     result = predict_file(TransformersModel(tiny.model, tiny.tokenizer), questions, partial, settings, resume=True, progress=False)
     assert (result["answered"], result["skipped"]) == (7, 5)
     assert sorted(rows(partial)[1:]) == sorted(rows(full)[1:])

@@ -18,7 +18,9 @@ import time
 
 import pytest
 
+from mcq_unsloth import load_questions
 from mcq_unsloth.config import Config, GrpoArgs, TrainArgs
+from mcq_unsloth.data.questions import write_questions
 from mcq_unsloth.errors import ConfigError
 from mcq_unsloth.processes import accelerate_config, launch_command
 from mcq_unsloth.training.run import check_launch
@@ -289,14 +291,18 @@ def test_a_failing_process_ends_the_launch_with_its_message(learnt_model_dir, tm
 # --- prediction and evaluation through the launcher ---------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["score", "generate"])
+@pytest.mark.parametrize("mode", ["score", "generate", "debias"])
 def test_predict_in_two_processes_writes_what_one_writes(learnt_model_dir, tmp_path, mode):
-    data = "synth-held-out:90"
+    """Each process reads its share of the file alone (a CSV here); debiased, the main process's prior is the one
+    every process divides by, and the one a single process estimates."""
+    data = tmp_path / "questions.csv"
+    write_questions(load_questions("synth-held-out:90"), data)
+    options = ["--mode", "score", "--debias", "8"] if mode == "debias" else ["--mode", mode]
     one = tmp_path / "one.csv"
-    summary(mcq("predict", "--model", learnt_model_dir, "--data", data, "--mode", mode, "--out", one, "--raw",
+    summary(mcq("predict", "--model", learnt_model_dir, "--data", data, *options, "--out", one, "--raw",
                 tmp_path / "one.jsonl"))
     two = tmp_path / "two.csv"
-    done = mcq("predict", "--model", learnt_model_dir, "--data", data, "--mode", mode, "--out", two, "--raw",
+    done = mcq("predict", "--model", learnt_model_dir, "--data", data, *options, "--out", two, "--raw",
                tmp_path / "two.jsonl", "--num-processes", 2)
     counts = summary(done)
     assert counts["answered"] == 90 and counts["processes"] == 2
@@ -307,18 +313,26 @@ def test_predict_in_two_processes_writes_what_one_writes(learnt_model_dir, tmp_p
     assert [r["id"] for r in twos] == [r["id"] for r in ones]
     for a, b in zip(ones, twos):  # batches differ (45 per process), so the floats may in their last digits
         assert a["prediction"] == b["prediction"]
-        if mode == "score":
+        if mode != "generate":
             assert all(abs(a["probabilities"][k] - b["probabilities"][k]) < 1e-5 for k in a["probabilities"])
         else:
             assert a["text"] == b["text"]
+    prior = ["two.csv.prior.json"] if mode == "debias" else []
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("two")) == \
-        ["two.csv", "two.csv.settings.json", "two.jsonl"]  # the parts are merged and gone
+        sorted(["two.csv", "two.csv.settings.json", "two.jsonl", *prior])  # the parts are merged and gone
+    if mode == "debias":
+        estimated = [json.loads((tmp_path / f"{name}.csv.prior.json").read_text()) for name in ("one", "two")]
+        assert estimated[0]["sample"] == estimated[1]["sample"] and len(estimated[0]["sample"]) == 8
+        assert all(abs(estimated[0]["prior"]["4"][x] - estimated[1]["prior"]["4"][x]) < 1e-5 for x in "ABCD")
+        assert sum(r.get("prior_sample", False) for r in twos) == 8 and counts["prior"]
 
 
 @pytest.mark.slow
 def test_eval_in_two_processes_reports_what_one_reports(learnt_model_dir, tmp_path):
+    data = tmp_path / "questions.jsonl"  # read as a stream, a share by each process, the gold letters by the main
+    write_questions(load_questions("synth-held-out:90"), data)
     for name, extra in (("one", []), ("two", ["--num-processes", 2])):
-        summary(mcq("eval", "--model", learnt_model_dir, "--data", "synth-held-out:90", "--circular", "--out-dir",
+        summary(mcq("eval", "--model", learnt_model_dir, "--data", data, "--circular", "--out-dir",
                     tmp_path / name, *extra))
     one, two = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("one", "two"))
     for speed in ("seconds", "questions_per_second"):

@@ -1,8 +1,8 @@
 """Model cards: the ``README.md`` beside an adapter that the Hugging Face Hub reads, with the run's real numbers.
 
 The metadata (``base_model``, ``license``, ``language``) comes from the base model's own card where it can be
-read (a local folder's README.md, or the Hub's one in the local cache); what cannot be read is left out and the
-card says so, never guessed. The body says how the adapter was made (recipe, resolved settings, the training
+read (a local folder's README.md, or the Hub's one in the local cache), ``language`` from the recipe's
+``data.language`` when it says it; what cannot be read is left out and the card says so, never guessed. The body says how the adapter was made (recipe, resolved settings, the training
 data's size and answer letters, never its questions), how well it answers (the last ``eval_accuracy`` and the
 command that measures it again), and how to load it. ``eval --card`` adds an evaluation's results to it.
 """
@@ -16,11 +16,14 @@ CARD = "README.md"
 TAGS = ["mcq-unsloth", "multiple-choice"]
 
 
-def base_metadata(name: str) -> tuple[dict, list[str]]:
+def base_metadata(name: str, language: list[str] | None = None) -> tuple[dict, list[str]]:
     """The metadata a card can take from base model ``name`` (a folder or a Hub id), and notes on what is
-    missing. A base that is itself one of our adapters passes on its own base's metadata."""
+    missing; ``language``, the recipe's ``data.language``, says the questions' languages instead of the base's.
+    A base that is itself one of our adapters passes on its own base's metadata."""
     card = _read_card(name)
     known = {key: card[key] for key in ("base_model", "license", "language") if card.get(key)}
+    if language:
+        known["language"] = list(language)
     local = Path(name).exists()
     if not local:
         known["base_model"] = name
@@ -33,14 +36,17 @@ def base_metadata(name: str) -> tuple[dict, list[str]]:
     where = "the base folder has no card that says it" if local else "the base model's card is not in the local cache"
     for key in ("license", "language"):
         if key not in known:
-            notes.append(f"`{key}` is left out: {where}; copy it from the base model's card before uploading")
+            notes.append(f"`{key}` is left out: {where}; copy it from the base model's card before uploading"
+                         + ("" if key == "license" else " (or say the questions' languages in the recipe's "
+                                                        "`data.language`)"))
     return known, notes
 
 
-def adapter_card(adapter: Path, config_text: str, summary: dict, recipe: str, task: str, base: str) -> str:
+def adapter_card(adapter: Path, config_text: str, summary: dict, recipe: str, task: str, base: str,
+                 language: list[str] | None = None) -> str:
     """The card of a trained adapter: ``summary`` is what the run returns (steps, ``eval_accuracy``,
-    ``eval_command``, ``data``...), ``config_text`` the resolved recipe."""
-    metadata, notes = base_metadata(base)
+    ``eval_command``, ``data``...), ``config_text`` the resolved recipe, ``language`` its ``data.language``."""
+    metadata, notes = base_metadata(base, language)
     metadata.update(library_name="peft", pipeline_tag="text-generation",
                     tags=TAGS + ["lora", task, summary.get("backend", "")])
     data = summary.get("data") or {}

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
 import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from ..errors import DataError
 from ..outputs import replacing
-from .readers import read_records
+from .readers import open_table
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -61,14 +62,73 @@ def read_questions(path: str | Path) -> list[Question]:
     options come as columns ``A``..``D`` (or ``option_A``, ``选项A``), an ``options`` dict or a ``choices``
     list. Text files may be UTF-8 (with or without BOM) or GBK/GB18030. Raises :class:`DataError`.
     """
+    table = _table(path)
+    return records_to_questions(table.path, table.columns, table.records())
+
+
+@dataclass(frozen=True)
+class Share:
+    """One process's block of a question file (:func:`read_share`) and what the whole file holds."""
+
+    questions: list[Question]
+    rows: int  # questions in the whole file
+    pending: int  # of them, those not skipped
+    labelled: bool
+
+
+def read_share(path: str | Path, rank: int = 0, count: int = 1, skip: Collection[str] = (),
+               texts: bool = True) -> Share:
+    """Process ``rank`` of ``count``'s block of the questions of a file whose ids are not in ``skip``: the
+    ``rank``-th of ``count`` contiguous blocks (:func:`block_bounds`), in the file's order. The file is read as a
+    stream, twice: all of it is checked as :func:`read_questions` checks it (every process stops at the same
+    error), and only the block is kept, so a file of a million questions never sits in memory whole. Without
+    ``texts`` the questions keep their id, option letters and answer only (empty texts): what metrics need.
+    """
+    table = _table(path)
+    layout = _Layout.detect(table.path, table.columns)
+    checks = _Checks(table.path, layout)
+    pending = 0
+    for row, record in table.records():
+        question = layout.parse(table.path, row, record)
+        checks.add(question)
+        pending += question.id not in skip
+    checks.finish()
+    start, stop = block_bounds(pending, rank, count)
+    kept, index = [], 0
+    for row, record in table.records():
+        if index >= stop:
+            break
+        question = layout.parse(table.path, row, record)
+        if question.id in skip:
+            continue
+        if index >= start:
+            kept.append(question if texts else
+                        Question(question.id, "", dict.fromkeys(question.options, ""), question.answer, row=row))
+        index += 1
+    return Share(kept, checks.rows, pending, checks.answered == checks.rows)
+
+
+def block_bounds(total: int, rank: int, count: int) -> tuple[int, int]:
+    """Where process ``rank`` of ``count``'s contiguous block of ``total`` items starts and stops: blocks of
+    equal size, the last ones shorter (or empty) when ``total`` does not divide.
+
+    >>> [block_bounds(10, rank, 4) for rank in range(4)]
+    [(0, 3), (3, 6), (6, 9), (9, 10)]
+    >>> block_bounds(1, 1, 2)
+    (1, 1)
+    """
+    size = math.ceil(total / count)
+    return min(rank * size, total), min((rank + 1) * size, total)
+
+
+def _table(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found", fix="check the path")
-    columns, records = read_records(path)
-    return records_to_questions(path, columns, records)
+    return open_table(path)
 
 
-def records_to_questions(source: str | Path, columns: list[str], records: list[tuple[int, dict[str, Any]]],
+def records_to_questions(source: str | Path, columns: list[str], records: Iterable[tuple[int, dict[str, Any]]],
                          labels: dict[int, Any] | None = None) -> list[Question]:
     """Questions from a table's column names and ``(data row, record)`` pairs, read as files are read; errors
     name ``source``, the row (with ``labels``, a DataFrame's index label of each data row too) and the column.
@@ -79,12 +139,12 @@ def records_to_questions(source: str | Path, columns: list[str], records: list[t
     """
     try:
         layout = _Layout.detect(source, columns)
-        questions = [layout.parse(source, row, record) for row, record in records]
-        if not questions:
-            raise DataError(source, "the file has no data rows", fix="add at least one question below the header")
-        if layout.answer is not None:
-            questions = _check_answers_all_or_none(source, layout.answer, questions)
-        _check_unique_ids(source, layout, questions)
+        checks = _Checks(source, layout)
+        questions = []
+        for row, record in records:
+            questions.append(layout.parse(source, row, record))
+            checks.add(questions[-1])
+        checks.finish()
     except DataError as error:
         if labels is None or error.row not in labels:
             raise
@@ -339,20 +399,30 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _check_answers_all_or_none(path: Path, column: str, questions: list[Question]) -> list[Question]:
-    missing = [q for q in questions if q.answer is None]
-    if missing and len(missing) < len(questions):
-        raise DataError(path, f"the answer is empty here but given in {len(questions) - len(missing)} other rows",
-                        row=missing[0].row, column=column,
-                        fix="fill in every answer, or remove the answer column to predict")
-    return questions
+class _Checks:
+    """What holds for a whole file and not for one row, checked as its questions go by: it has some, every id is
+    unique, and either every question has an answer or none does."""
 
+    def __init__(self, path: Path, layout: _Layout):
+        self.path, self.layout = path, layout
+        self.rows, self.answered = 0, 0
+        self.first_row: dict[str, int] = {}
+        self.unanswered: Question | None = None
 
-def _check_unique_ids(path: Path, layout: _Layout, questions: list[Question]) -> None:
-    first_row: dict[str, int] = {}
-    for q in questions:
-        if q.id in first_row:
-            raise DataError(path, f"id {q.id!r} also appears in data row {first_row[q.id]}", row=q.row,
-                            column=layout.id, fix="give every question a unique id")
-        first_row[q.id] = q.row
+    def add(self, q: Question) -> None:
+        if q.id in self.first_row:
+            raise DataError(self.path, f"id {q.id!r} also appears in data row {self.first_row[q.id]}", row=q.row,
+                            column=self.layout.id, fix="give every question a unique id")
+        self.first_row[q.id] = q.row
+        self.rows += 1
+        self.answered += q.answer is not None
+        if q.answer is None and self.unanswered is None:
+            self.unanswered = q
 
+    def finish(self) -> None:
+        if not self.rows:
+            raise DataError(self.path, "the file has no data rows", fix="add at least one question below the header")
+        if self.unanswered is not None and self.answered:
+            raise DataError(self.path, f"the answer is empty here but given in {self.answered} other rows",
+                            row=self.unanswered.row, column=self.layout.answer,
+                            fix="fill in every answer, or remove the answer column to predict")

@@ -8,7 +8,8 @@ import os
 from ..config import DataArgs
 from ..errors import DataError
 from ..resources import shipped_file
-from .questions import Question, read_questions, records_to_questions, split_questions, stratified_subset
+from .questions import (Question, Share, block_bounds, read_questions, read_share, records_to_questions,
+                        split_questions, stratified_subset)
 from .synth import parse_source, source_problem, synth_questions
 
 
@@ -26,18 +27,11 @@ def load_questions(source, seed: int = 0) -> list[Question]:
     >>> len(load_questions("synth:8")), load_questions("shipped:mcq_zh.csv")[0].id
     (8, 'zh-001')
     """
-    if isinstance(source, (str, os.PathLike)):
-        text = str(source)
-        if synth := parse_source(text):
-            return synth_questions(synth[0], seed, held_out=synth[1])
-        if problem := source_problem(text):
-            raise DataError(text, problem)
-        if text.startswith("shipped:"):
-            try:
-                return read_questions(shipped_file(text[8:]))
-            except FileNotFoundError as error:
-                raise DataError(text, str(error), fix="use one of the shipped names") from None
-        return read_questions(source)
+    if (path := _file(source)) is not None:
+        return read_questions(path)
+    if isinstance(source, (str, os.PathLike)):  # not a file: synth:N
+        n, held_out = parse_source(str(source))
+        return synth_questions(n, seed, held_out=held_out)
     kind = type(source).__name__
     if kind == "DataFrame":
         frame = source.astype(object).where(source.notna(), None)  # NaN, None, NA: an empty cell
@@ -54,6 +48,39 @@ def load_questions(source, seed: int = 0) -> list[Question]:
         return records_to_questions("list", columns, list(enumerate(source, start=1)))
     raise TypeError(f"load_questions takes a path, shipped:NAME, synth:N, a pandas DataFrame, a datasets Dataset "
                     f"or a list of dicts, not {kind}")
+
+
+def load_share(source, rank: int = 0, count: int = 1, skip=(), texts: bool = True) -> Share:
+    """Process ``rank`` of ``count``'s block of the questions of ``source`` (anything :func:`load_questions`
+    takes) whose ids are not in ``skip``, and what the whole source holds (:class:`~mcq_unsloth.data.questions.
+    Share`). A file (or ``shipped:NAME``) is read as a stream, checked whole and only the block kept
+    (:func:`~mcq_unsloth.data.questions.read_share`); anything else is in memory already and is cut there.
+
+    >>> share = load_share("synth:10", rank=1, count=4, skip={"synth-0-1"})
+    >>> [q.id for q in share.questions], share.rows, share.pending
+    (['synth-0-5', 'synth-0-6', 'synth-0-7'], 10, 9)
+    """
+    if (path := _file(source)) is not None:
+        return read_share(path, rank, count, skip, texts)
+    questions = load_questions(source)
+    pending = [q for q in questions if q.id not in skip]
+    start, stop = block_bounds(len(pending), rank, count)
+    return Share(pending[start:stop], len(questions), len(pending), all(q.answer is not None for q in questions))
+
+
+def _file(source):
+    """The file ``source`` names (a path, or ``shipped:NAME``), or None when it is no file (``synth:N``, a
+    DataFrame...)."""
+    if not isinstance(source, (str, os.PathLike)) or parse_source(text := str(source)):
+        return None
+    if problem := source_problem(text):
+        raise DataError(text, problem)
+    if text.startswith("shipped:"):
+        try:
+            return shipped_file(text[8:])
+        except FileNotFoundError as error:
+            raise DataError(text, str(error), fix="use one of the shipped names") from None
+    return source
 
 
 def questions_frame(questions: list[Question]):

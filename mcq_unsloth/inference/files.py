@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Collection
 
 from ..data.questions import Question
 from .answering import Answers, PredictSettings, count_ties, evaluation
@@ -23,19 +24,21 @@ log = logging.getLogger(__name__)
 
 
 def predict_file(model, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
-                 resume: bool = False, progress: bool = True, collected: list | None = None) -> dict:
+                 resume: bool = False, progress: bool = True, collected: list | None = None, prior=None) -> dict:
     """Answer ``questions`` into the CSV ``out`` (``id,answer``), skipping ids already there when resuming.
     Returns counts and speed for this call; ``collected``, when given, receives this call's ``(Prediction, raw
-    record)`` pairs as they are written.
+    record)`` pairs as they are written. Debiased scoring divides by ``prior`` when given (a launch's), else by
+    the one :func:`prior_for` finds or estimates.
 
     Each batch is written raw records first, then answers, each flushed: a crash at any moment leaves a header
     and whole answers (a line cut short is dropped on resume), and every answer has its raw record."""
     from ..outputs import write_text
 
-    done = answered(out, settings, questions) if resume else None
+    done = answered(out, settings, {q.id for q in questions}) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
     start = time.perf_counter()  # the prior's estimation is part of the cost
-    prior = _prior(model, questions, out, settings, prompt, resume) if settings.debias else None
+    if settings.debias and prior is None:
+        prior = prior_for(model, lambda: questions, out, settings, prompt, resume)
     answers = Answers(model, pending, settings, prompt, progress, done=len(questions) - len(pending), prior=prior)
     new_file = done is None
     ties = 0
@@ -63,15 +66,16 @@ def predict_file(model, questions: list[Question], out: Path, settings: PredictS
             **({"prior": prior.by_options} if prior else {})}
 
 
-def _prior(model, questions: list[Question], out: Path, settings: PredictSettings, prompt, resume: bool):
+def prior_for(model, questions, out: Path, settings: PredictSettings, prompt, resume: bool):
     """The positions' prior for debiased scoring: the one stored beside ``out`` when resuming, else estimated on
-    the whole file's sample and stored there before any answer is written."""
+    the sample of ``questions()`` (the whole file's, or the sample itself) and stored there before any answer is
+    written."""
     from ..outputs import write_text
     from .debias import estimate_prior, prior_path, read_prior
 
     if resume and (stored := read_prior(out)) is not None:
         return stored
-    prior = estimate_prior(model, questions, settings.debias, settings.debias_seed, prompt, settings.batch_size)
+    prior = estimate_prior(model, questions(), settings.debias, settings.debias_seed, prompt, settings.batch_size)
     write_text(prior_path(out), json.dumps(prior.to_json(), indent=2, ensure_ascii=False) + "\n")
     log.info("positions' prior (debias): " + "; ".join(
         f"{count} options from {prior.questions[count]} questions: " + " ".join(f"{x} {p:.3f}" for x, p in values.items())
@@ -79,14 +83,14 @@ def _prior(model, questions: list[Question], out: Path, settings: PredictSetting
     return prior
 
 
-def answered(out: Path, settings: PredictSettings, questions: list[Question]) -> set[str] | None:
+def answered(out: Path, settings: PredictSettings, ids: Collection[str]) -> set[str] | None:
     """The ids a partial output already answers, for resuming it; None when it has no answer yet (absent, empty
     after a crash before its first write, or a header alone): it starts afresh.
 
     A last line cut short by a crash is dropped, and so is an answer whose raw record is missing (it is asked
     again), each file rewritten only then. Raises :class:`~mcq_unsloth.errors.OutputError` when the file was
-    written with other columns, with other settings (:meth:`PredictSettings.record`), or holds ids that
-    ``questions`` lack: resuming would mix two runs."""
+    written with other columns, with other settings (:meth:`PredictSettings.record`), or holds ids that are not
+    among the questions' ``ids``: resuming would mix two runs."""
     from ..errors import OutputError
 
     header = settings.columns()
@@ -100,8 +104,7 @@ def answered(out: Path, settings: PredictSettings, questions: list[Question]) ->
                           f"it with --overwrite")
     if not rows:
         return None  # a header alone: nothing to keep, start afresh (and record the settings)
-    known = {q.id for q in questions}
-    if stray := next((row[0] for row in rows if row and row[0] not in known), None):
+    if stray := next((row[0] for row in rows if row and row[0] not in ids), None):
         raise OutputError(f"{out} holds answers to questions that are not in this --data (id {stray!r}); resume "
                           f"with the file it was started on, or replace it with --overwrite")
     _same_settings(out, settings.record())
@@ -216,28 +219,21 @@ EVAL_FILES = ("predictions.csv", "predictions.csv.settings.json", "predictions.c
 
 def evaluate_file(model, questions: list[Question], out_dir: Path, settings: PredictSettings,
                   prompt=None, resume: bool = False, progress: bool = True, about: dict | None = None,
-                  collected: list | None = None, done: set[str] | None = None, overwrite: bool = False) -> dict:
+                  collected: list | None = None) -> dict:
     """Predict labelled ``questions`` into ``out_dir`` (predictions.csv and .jsonl), then write metrics.json
     (:func:`~mcq_unsloth.inference.answering.evaluation`, with ``about``: what was evaluated, and how) and
     confusion.png. Returns the metrics. Resumed answers come from the raw records an earlier run wrote. In a
-    launch every process answers its share (:mod:`mcq_unsloth.inference.shards`; ``done``: the ids answered
-    already) and the main process measures the merged answers; every process returns its metrics."""
-    from .. import processes
-    from .shards import predict_shards
-
+    launch, :func:`~mcq_unsloth.inference.shards.evaluate_shards` does this."""
     settings = replace(settings, raw=out_dir / "predictions.jsonl")
     collected = [] if collected is None else collected
-    if processes.count() == 1:
-        speed = predict_file(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
-                             collected)
-    else:
-        speed = predict_shards(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress,
-                               collected, done, overwrite)
-    return processes.main_first(_write_evaluation, questions, out_dir, settings, speed, about, collected)
+    speed = predict_file(model, questions, out_dir / "predictions.csv", settings, prompt, resume, progress, collected)
+    return write_evaluation(questions, out_dir, settings, speed, about, collected)
 
 
-def _write_evaluation(questions: list[Question], out_dir: Path, settings: PredictSettings, speed: dict,
+def write_evaluation(questions: list[Question], out_dir: Path, settings: PredictSettings, speed: dict,
                       about: dict | None, collected: list) -> dict:
+    """metrics.json and confusion.png of ``out_dir`` for the labelled ``questions``: measured on this call's
+    ``collected`` answers and those the raw records hold (an earlier run's, or other processes')."""
     from ..outputs import write_text
     from ..plots import plot_confusion
 

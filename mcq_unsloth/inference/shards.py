@@ -1,6 +1,7 @@
 """Predicting a file in several processes (``accelerate launch`` / ``torchrun``): each answers one share.
 
-The questions not answered yet are cut into one contiguous block per process, in their order. Process R of N
+The questions not answered yet are cut into one contiguous block per process, in their order, and each process
+reads its block alone from the file (:func:`mcq_unsloth.data.sources.load_share`). Process R of N
 answers its block into its own part files (``OUT.part-R-of-N.csv``, and the raw records likewise), written as
 they go and resumable exactly like a one-process output (:func:`mcq_unsloth.inference.files.predict_file`).
 When every process is done the main one merges the parts, in rank order, behind the answers the output held
@@ -12,17 +13,18 @@ from __future__ import annotations
 
 import glob
 import logging
-import math
 import re
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 from .. import processes
-from ..data.questions import Question
-from ..errors import ConfigError, OutputError
+from ..data.questions import Question, Share
+from ..errors import OutputError
 from .answering import PredictSettings
-from .files import predict_file, record_path
+from .files import predict_file, prior_for, record_path, write_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -36,35 +38,65 @@ def part_path(path: Path, rank: int, count: int) -> Path:
     return path.with_name(f"{path.stem}.part-{rank}-of-{count}{path.suffix}")
 
 
-def predict_shards(model, questions: list[Question], out: Path, settings: PredictSettings, prompt=None,
+def predict_shards(model, data, share: Share, out: Path, settings: PredictSettings, prompt=None,
                    resume: bool = False, progress: bool = True, collected: list | None = None,
-                   done: set[str] | None = None, overwrite: bool = False) -> dict:
-    """:func:`~mcq_unsloth.inference.files.predict_file` in a launch: this process answers its block of the
-    questions not in ``done`` (the ids ``out`` holds already) into its part files; the main process merges all
-    parts into ``out`` (and ``settings.raw``). Returns the counts of the whole launch; ``collected`` receives this
-    process's ``(Prediction, raw record)`` pairs. Every process of the launch must call it."""
+                   overwrite: bool = False) -> dict:
+    """:func:`~mcq_unsloth.inference.files.predict_file` in a launch: this process answers its ``share`` of the
+    questions of ``data`` that ``out`` does not hold yet (:func:`~mcq_unsloth.data.sources.load_share`, skipping
+    the ids it holds) into its part files; the main process merges all parts into ``out`` (and
+    ``settings.raw``). Debiased scoring divides by one prior, the main process's (:func:`_launch_prior`).
+    Returns the counts of the whole launch; ``collected`` receives this process's ``(Prediction, raw record)``
+    pairs. Every process of the launch must call it."""
     count, rank = processes.count(), processes.rank()
-    if settings.debias:
-        raise ConfigError(["debias: not yet in several processes (each would estimate its own prior); run it in one"])
     processes.main_first(_check_parts, out, settings.raw, count, resume, overwrite)
-    pending = [q for q in questions if q.id not in (done or ())]
-    size = math.ceil(len(pending) / count)
-    block = pending[rank * size:(rank + 1) * size]
+    start = time.perf_counter()
+    prior = processes.main_first(_launch_prior, model, data, out, settings, prompt, resume) if settings.debias else None
     part = part_path(out, rank, count)
     part_settings = replace(settings, raw=part_path(settings.raw, rank, count) if settings.raw else None)
-    counts = predict_file(model, block, part, part_settings, prompt, resume, progress and processes.is_main(),
-                          collected)
+    counts = predict_file(model, share.questions, part, part_settings, prompt, resume,
+                          progress and processes.is_main(), collected, prior)
+    if prior:  # the estimation is part of the cost, as in one process
+        counts["seconds"] = round(time.perf_counter() - start, 2)
     everyone = processes.gather(counts)  # every part is whole from here on
     if processes.is_main():
-        _merge(out, settings, count, appending=bool(done))
+        _merge(out, settings, count, appending=share.pending < share.rows)
     processes.gather(None)  # the output is merged: a process that returns may read it
     seconds = max(c["seconds"] for c in everyone)
     answered = sum(c["answered"] for c in everyone)
-    return {"answered": answered, "skipped": len(questions) - len(pending) + sum(c["skipped"] for c in everyone),
+    return {"answered": answered, "skipped": share.rows - share.pending + sum(c["skipped"] for c in everyone),
             "shortened": sum(c["shortened"] for c in everyone), "seconds": seconds,
             "questions_per_second": round(answered / seconds, 2) if answered and seconds else None,
             "batch_size": counts["batch_size"], "processes": count,
-            **({"ties": sum(c["ties"] for c in everyone)} if "ties" in counts else {})}
+            **({"ties": sum(c["ties"] for c in everyone)} if "ties" in counts else {}),
+            **({"prior": prior.by_options} if prior else {})}
+
+
+def _launch_prior(model, data, out: Path, settings: PredictSettings, prompt, resume: bool):
+    """The positions' prior of a launch, found or estimated by the main process alone, as one process does
+    (:func:`~mcq_unsloth.inference.files.prior_for`): its sample is drawn from every question's id and option
+    count, then only the sample is read again with its texts. It reaches the others with its sample's answers."""
+    from ..data.sources import load_share
+    from .debias import sample_for_prior
+
+    def sample() -> list[Question]:
+        everyone = load_share(data, texts=False).questions
+        chosen = {q.id for q in sample_for_prior(everyone, settings.debias, settings.debias_seed)}
+        return load_share(data, skip={q.id for q in everyone} - chosen).questions
+
+    return prior_for(model, sample, out, settings, prompt, resume)
+
+
+def evaluate_shards(model, data, share: Share, gold: Callable[[], list[Question]], out_dir: Path,
+                    settings: PredictSettings, prompt=None, resume: bool = False, progress: bool = True,
+                    about: dict | None = None, collected: list | None = None, overwrite: bool = False) -> dict:
+    """:func:`~mcq_unsloth.inference.files.evaluate_file` in a launch: every process answers its ``share`` of
+    ``data`` (:func:`predict_shards`), then the main process measures the merged answers against ``gold()`` (every
+    question's id, letters and answer) and writes the metrics. Every process returns them."""
+    settings = replace(settings, raw=out_dir / "predictions.jsonl")
+    collected = [] if collected is None else collected
+    speed = predict_shards(model, data, share, out_dir / "predictions.csv", settings, prompt, resume, progress,
+                           collected, overwrite)
+    return processes.main_first(lambda: write_evaluation(gold(), out_dir, settings, speed, about, collected))
 
 
 def _check_parts(out: Path, raw: Path | None, count: int, resume: bool, overwrite: bool) -> None:

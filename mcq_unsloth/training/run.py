@@ -131,7 +131,7 @@ def _write_card(adapter: Path, config: Config, result: dict, recipe: str) -> Non
     from ..model.backends import adapter_base
 
     write_card(adapter, adapter_card(adapter, dump_yaml(config), result, recipe, config.task,
-                                     adapter_base(adapter) or config.model.name))
+                                     adapter_base(adapter) or config.model.name, config.data.language))
 
 
 def _inputs(config: Config) -> str:
