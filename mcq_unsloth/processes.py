@@ -214,12 +214,15 @@ def _check_strategy_here(path: Path) -> None:
 
 
 def run_launch(command: list[str], result_to_stderr: bool = True) -> int:
-    """Run a launcher command as a child process, its output passing through (its standard output to standard
-    error with ``result_to_stderr``, leaving standard output to the caller's own result); its exit code."""
+    """Run a :func:`launch_command` as a child process, through :mod:`mcq_unsloth.launcher` (a failing process
+    ends it with its own line, no launcher traceback), its output passing through (its standard output to
+    standard error with ``result_to_stderr``, leaving standard output to the caller's own result); its exit
+    code."""
     import subprocess
 
     log.info("running: " + shlex.join(["accelerate", "launch", *command[3:]]))
-    launcher = subprocess.Popen(command, stdout=2 if result_to_stderr else None)
+    launcher = subprocess.Popen([command[0], "-m", "mcq_unsloth.launcher", *command[3:]],
+                                stdout=2 if result_to_stderr else None)
     try:
         return launcher.wait()
     except KeyboardInterrupt:

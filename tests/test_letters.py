@@ -182,6 +182,57 @@ def test_debiasing_recovers_the_circular_answers_of_a_position_biased_model(tmp_
     assert all("observed" in r for r in raw if not r.get("prior_sample"))
 
 
+@pytest.mark.slow
+def test_debiasing_removes_a_bias_toward_a_planted_in_a_trained_model(learnt_model_dir, tmp_path):
+    """A real network, loaded from its folder as any model is: the tiny model trained on synthetic questions, its
+    output row for "A" given a direction that adds PLANTED to the logit of "A" on every prompt (fitted by least
+    squares on the final hidden states of other questions, where it holds to 1e-6). Plain answers move to "A";
+    the estimated prior shows the planted factor e^PLANTED against the unbiased model's prior; debiased answers
+    are those of the unbiased model, debiased."""
+    import math
+
+    import torch
+
+    planted = 4.0
+    questions = mcq_unsloth.load_questions("synth-held-out:260")
+    fit, asked = questions[:100], questions[100:]
+    model = mcq_unsloth.load(learnt_model_dir, backend="hf", dtype="float32")
+    states = []
+    hook = model.model.model.norm.register_forward_hook(lambda _, __, out: states.append(out[:, -1].detach()))
+    mcq_unsloth.predict(model, fit, progress=False)
+    hook.remove()
+    hidden = torch.cat(states).double()
+    direction = torch.linalg.lstsq(hidden, torch.full((len(hidden),), planted, dtype=hidden.dtype)).solution
+    assert (hidden @ direction - planted).abs().max() < 1e-3
+    with torch.no_grad():
+        model.model.lm_head.weight[model.tokenizer.encode("A", add_special_tokens=False)[0]] += direction.float()
+    biased = tmp_path / "biased"
+    model.model.save_pretrained(biased)
+    model.tokenizer.save_pretrained(biased)
+
+    answers, priors = {}, {}
+    for name, folder in (("unbiased", learnt_model_dir), ("biased", biased)):
+        loaded = mcq_unsloth.load(folder, backend="hf", dtype="float32")
+        plain = mcq_unsloth.predict(loaded, asked, progress=False)
+        debiased = mcq_unsloth.predict(loaded, asked, debias=16, progress=False)
+        answers[name] = {"plain": list(plain["answer"]), "debiased": list(debiased["answer"])}
+        priors[name] = debiased.attrs["debias"]["prior"]["4"]
+
+    def share(name, kind, letter="A"):
+        return sum(a == letter for a in answers[name][kind]) / len(asked)
+
+    def agreement(kind):
+        return sum(a == b for a, b in zip(answers["unbiased"][kind], answers["biased"][kind])) / len(asked)
+
+    factors = [math.log(priors["biased"]["A"] / priors["biased"][x] * priors["unbiased"][x] / priors["unbiased"]["A"])
+               for x in "BCD"]
+    print(f"planted factor found {factors}; A share plain {share('unbiased', 'plain')} -> {share('biased', 'plain')}, debiased {share('unbiased', 'debiased')} -> {share('biased', 'debiased')}; agreement plain {agreement('plain')}, debiased {agreement('debiased')}")
+    assert all(abs(f - planted) < 0.3 for f in factors), factors
+    assert share("biased", "plain") > share("unbiased", "plain") + 0.3  # the plain answers went to A
+    assert abs(share("biased", "debiased") - share("unbiased", "debiased")) < 0.05
+    assert agreement("debiased") >= 0.9 and agreement("plain") < 0.7, (agreement("debiased"), agreement("plain"))
+
+
 def replace_raw(settings, folder, name):
     from dataclasses import replace
 

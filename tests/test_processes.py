@@ -328,6 +328,22 @@ def test_predict_in_two_processes_writes_what_one_writes(learnt_model_dir, tmp_p
 
 
 @pytest.mark.slow
+def test_a_bad_row_in_any_share_stops_every_process_with_its_line(learnt_model_dir, tmp_path):
+    """Process 0's block is clean; the file's last row (in process 1's block) has no question. Each process checks
+    the whole file as it streams it, so both stop before loading the model, with the line one process prints."""
+    data = tmp_path / "questions.csv"
+    write_questions(load_questions("synth-held-out:40"), data)
+    data.write_text(data.read_text(encoding="utf-8") + "bad,,a,b,c,d,A\n", encoding="utf-8")
+    one = mcq("predict", "--model", learnt_model_dir, "--data", data, "--out", tmp_path / "one.csv")
+    two = mcq("predict", "--model", learnt_model_dir, "--data", data, "--out", tmp_path / "two.csv",
+              "--num-processes", 2)
+    line = one.stderr.strip().splitlines()[-1]
+    assert one.returncode == 2 and "row 41" in line and "the question is empty" in line
+    assert two.returncode != 0 and two.stderr.count(line) == 2 and "Traceback" not in two.stderr
+    assert not (tmp_path / "two.csv").exists() and not list(tmp_path.glob("two.part-*"))
+
+
+@pytest.mark.slow
 def test_eval_in_two_processes_reports_what_one_reports(learnt_model_dir, tmp_path):
     data = tmp_path / "questions.jsonl"  # read as a stream, a share by each process, the gold letters by the main
     write_questions(load_questions("synth-held-out:90"), data)
