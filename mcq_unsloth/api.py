@@ -442,7 +442,7 @@ def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: b
     prior = estimate_prior(loaded.engine, questions, settings.debias, settings.debias_seed, loaded.plan.prompt,
                            settings.batch_size) if settings.debias else None
     answers = Answers(loaded.engine, questions, settings, loaded.plan.prompt, progress, prior=prior)
-    records = {record["id"]: record for batch in answers for _, record in batch}
+    records = answers.records()
     seconds = time.perf_counter() - start
     return records, {"answered": len(questions), "shortened": len(answers.shortened), "seconds": round(seconds, 2),
                      "questions_per_second": round(len(questions) / seconds, 2) if questions and seconds else None,

@@ -22,22 +22,23 @@ def compare_letters(model, questions: list[Question], debias: list[int], seed: i
     (with the circular mean's answers), ``asked`` (prompts put to the model) and ``seconds``. ``model`` is an
     engine (:attr:`mcq_unsloth.Model.engine`)."""
     start = time.perf_counter()
-    circular = _records(model, questions, PredictSettings(circular=True, batch_size=batch_size), prompt)
+    circular = Answers(model, questions, PredictSettings(circular=True, batch_size=batch_size), prompt,
+                       progress=False).records()
     circular_seconds = time.perf_counter() - start
     answers = {"circular mean": {i: r["prediction"] for i, r in circular.items()},
                "circular vote": {i: r["vote"] for i, r in circular.items()}}
     rotations = sum(len(q.options) for q in questions)
     rows = []
     start = time.perf_counter()
-    plain = _records(model, questions, PredictSettings(batch_size=batch_size), prompt)
+    plain = Answers(model, questions, PredictSettings(batch_size=batch_size), prompt, progress=False).records()
     rows.append(("plain", {i: r["prediction"] for i, r in plain.items()}, len(questions),
                  time.perf_counter() - start))
     for n in debias:
         start = time.perf_counter()
         prior = estimate_prior(model, questions, n, seed, prompt, batch_size)
-        records = _records(model, questions, PredictSettings(batch_size=batch_size, debias=n, debias_seed=seed),
-                           prompt, prior)
-        asked = len(questions) + sum(len(q.options) - 1 for q in questions if q.id in prior.sample)
+        records = Answers(model, questions, PredictSettings(batch_size=batch_size, debias=n, debias_seed=seed),
+                          prompt, progress=False, prior=prior).records()
+        asked = len(questions) + sum(len(q.options) - 1 for q in questions if q.id in prior.sampled)
         rows.append((f"debiased, N={n}", {i: r["prediction"] for i, r in records.items()}, asked,
                      time.perf_counter() - start))
     rows += [(name, answers[name], rotations, circular_seconds) for name in ("circular vote", "circular mean")]
@@ -62,11 +63,6 @@ def letters_table(rows: list[dict], questions: list[Question]) -> str:
                      + " | ".join(f"{100 * row['letters'].get(x, 0):.0f}" for x in letters)
                      + f" | {row['agreement']:.3f} | {row['asked']} | {row['seconds']} |")
     return "\n".join(lines)
-
-
-def _records(model, questions, settings, prompt, prior=None) -> dict[str, dict]:
-    answers = Answers(model, questions, settings, prompt, progress=False, prior=prior)
-    return {record["id"]: record for batch in answers for _, record in batch}
 
 
 def _shares(letters, questions) -> dict[str, float]:

@@ -105,7 +105,6 @@ class Answers:
         self.shortened = set(shortened)
         self.model, self.settings, self.prompt, self.prior = model, settings, prompt, prior
         self.progress, self.done = progress, done
-        self.rotated = set(prior.sample) if prior else set()
         self.batch_size = settings.batch_size or model.first_batch_size()
 
     def __iter__(self):
@@ -122,7 +121,8 @@ class Answers:
             position = 0
             while position < len(pending):
                 first = pending[position]
-                per_question = len(first.options) if settings.circular or first.id in self.rotated else 1
+                rotated = settings.circular or (self.prior is not None and first.id in self.prior.sampled)
+                per_question = len(first.options) if rotated else 1
                 chunk = pending[position:position + max(1, self.batch_size // per_question)]
                 try:
                     results = _answer(self.model, chunk, settings, self.prompt, self.batch_size, prefix, self.prior)
@@ -139,6 +139,10 @@ class Answers:
                 yield results
                 position += len(chunk)
                 bar.update(len(chunk))
+
+    def records(self) -> dict[str, dict]:
+        """Every question's raw record, by id: all of them answered now."""
+        return {record["id"]: record for results in self for _, record in results}
 
 
 def evaluation(questions: list[Question], records: dict[str, dict], settings: PredictSettings,
@@ -313,7 +317,7 @@ def _answer_debiased(model, chunk: list[Question], settings: PredictSettings, pr
                      prior) -> list:
     from .debias import debiased
 
-    sample = set(prior.sample)  # a list in the stored prior; looked up for every question of the chunk
+    sample = prior.sampled
     sampled = [q for q in chunk if q.id in sample and q.id not in prior.records]
     circular = replace(settings, circular=True, debias=None, top_k=None)
     rotated = {p.id: r for p, r in _answer(model, sampled, circular, prompt, batch_size, prefix)} if sampled else {}

@@ -13,6 +13,7 @@ one question each; every other question costs what plain scoring costs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -32,6 +33,11 @@ class Prior:
     sample: list[str]
     questions: dict[str, int]
     records: dict[str, dict] = field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def sampled(self) -> frozenset[str]:
+        """The sample's ids as a set, looked up for every question answered."""
+        return frozenset(self.sample)
 
     def to_json(self) -> dict:
         return {"prior": self.by_options, "questions": self.questions, "sample": self.sample}
@@ -97,7 +103,7 @@ def estimate_prior(model, questions: list[Question], n: int, seed: int, prompt=N
 
     sample = sample_for_prior(questions, n, seed)
     circular = PredictSettings(mode="score", batch_size=batch_size, circular=True)
-    records = {record["id"]: record for batch in Answers(model, sample, circular, prompt, progress) for _, record in batch}
+    records = Answers(model, sample, circular, prompt, progress).records()
     by_count: dict[int, list] = defaultdict(list)
     for q in sample:
         by_count[len(q.options)].append([detail["probabilities"] for detail in records[q.id]["details"]])
