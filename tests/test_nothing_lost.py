@@ -91,7 +91,6 @@ def test_an_answer_without_its_raw_record_is_asked_again(tmp_path, tiny):
     from mcq_unsloth.inference.answering import PredictSettings
     from mcq_unsloth.inference.files import answered, record_path
 
-    questions = synth_questions(3, seed=1)
     out, raw = tmp_path / "a.csv", tmp_path / "a.jsonl"
     out.write_text("id,answer\nsynth-0,A\nsynth-1,B\nsynth-0,C\n")
     raw.write_text('{"id": "synth-1", "prediction": "B"}\n{"id": "synth-2", "prediction": "D"}\n')
