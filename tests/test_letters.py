@@ -179,7 +179,11 @@ def test_debiasing_recovers_the_circular_answers_of_a_position_biased_model(tmp_
     raw = [json.loads(line) for line in (tmp_path / "debiased.jsonl").read_text().splitlines()]
     sampled = [r for r in raw if r.get("prior_sample")]
     assert len(sampled) == 24 and all(len(r["details"]) == len(r["probabilities"]) for r in sampled)
-    assert all("observed" in r for r in raw if not r.get("prior_sample"))
+    for record in (r for r in raw if not r.get("prior_sample")):  # observed / prior, renormalised
+        prior = planted_prior(len(record["observed"]))
+        assert record["prior"] == pytest.approx(prior, abs=1e-5)
+        weights = {x: record["observed"][x] / record["prior"][x] for x in record["observed"]}
+        assert record["probabilities"] == pytest.approx({x: w / sum(weights.values()) for x, w in weights.items()})
 
 
 @pytest.mark.slow

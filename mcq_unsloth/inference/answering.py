@@ -330,9 +330,10 @@ def _answer_debiased(model, chunk: list[Question], settings: PredictSettings, pr
             record = {**(prior.records.get(q.id) or rotated[q.id]), "prior_sample": True}
             probabilities = rotation_mean(record["details"])
         else:
-            output = observed[q.id]
-            probabilities = debiased(output.probabilities, prior.by_options[str(len(q.options))])
-            record = {"id": q.id, "observed": output.probabilities, **({"tied": output.tied} if output.tied else {})}
+            output, divided_by = observed[q.id], prior.by_options[str(len(q.options))]
+            probabilities = debiased(output.probabilities, divided_by)
+            record = {"id": q.id, "observed": output.probabilities, "prior": divided_by,
+                      **({"tied": output.tied} if output.tied else {})}
         record.update(prediction=_best(q.id, probabilities), probabilities=probabilities)
         results.append((_ranked(Prediction(q.id, record["prediction"]), probabilities, settings, record), record))
     return results
