@@ -82,7 +82,7 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
         return frame
     with contextlib.ExitStack() as held:
         # In a launch the main process alone locks and reads the output; a file of another run stops every one.
-        earlier = processes.main_first(_take_output, held, out, out, settings, _ids(data, questions), resume)
+        earlier = processes.main_first(_take_output, held, out, out, settings, _everyone(data, questions), resume)
         if launch:
             share = load_share(data, processes.rank(), processes.count(), earlier or ())
         loaded = _loaded(model, decided, backend)
@@ -136,10 +136,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         check_writable(out_dir, folder=True)
     launch = out_dir is not None and processes.count() > 1  # then each process reads its share of data alone
     questions = None if launch else load_questions(data)
-    labelled = load_share(data, texts=False).labelled if launch else all(q.answer is not None for q in questions)
-    if not labelled:
-        raise DataError(_name(data), "eval needs answers and this file has none", column="answer",
-                        fix="add an answer column, or use predict")
+    if not launch:
+        _check_labelled(data, all(q.answer is not None for q in questions))
     decided = _plan(model, base, dtype, load_in_4bit, prompt)
     if card:  # before anything is answered
         _card_folder(decided)
@@ -153,18 +151,19 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
             _add_to_card(decided, data, settings, result, None)
         return {**result, "predictions": answers_frame(questions, records, settings)}
     with contextlib.ExitStack() as held:
-        earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings,
-                                       _ids(data, questions), resume)
+        everyone = _everyone(data, questions)  # in a launch the main process's: the ids, letters and gold answers
+        earlier = processes.main_first(_take_output, held, out_dir, out_dir / "predictions.csv", settings, everyone,
+                                       resume)
         if launch:
             share = load_share(data, processes.rank(), processes.count(), earlier or ())
-            gold = functools.cache(lambda: load_share(data, texts=False).questions)
+            _check_labelled(data, share.labelled)
         loaded = _loaded(model, decided, backend)
         if processes.is_main():
             out_dir.mkdir(parents=True, exist_ok=True)
         collected: list = []
         if launch:  # the main process alone measures, on every question's id, letters and gold answer
-            result = evaluate_shards(loaded.engine, data, share, gold, out_dir, settings, decided.prompt, resume, progress, _about(decided, loaded), collected,
-                                     overwrite)
+            result = evaluate_shards(loaded.engine, data, share, everyone, out_dir, settings, decided.prompt, resume,
+                                     progress, _about(decided, loaded), collected, overwrite)
         else:
             result = evaluate_file(loaded.engine, questions, out_dir, settings, decided.prompt, resume, progress,
                                    _about(decided, loaded), collected)
@@ -173,7 +172,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
         questions = share.questions
     else:
         records = {**records_of(settings.raw), **records}
-        questions = questions or gold()
+        questions = everyone()
     if card and processes.is_main():
         _add_to_card(decided, data, settings, result, out_dir)
     return {**result, "predictions": answers_frame(questions, records, settings)}
@@ -413,20 +412,29 @@ def _data_parallel_only() -> None:
                            f"launch asks for {strategy}: launch them without a config file, or with the ddp one"])
 
 
-def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, ids, resume: bool):
+def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: PredictSettings, everyone,
+                 resume: bool):
     """Lock ``lock`` (the output file, or its folder) until ``held`` closes, and when resuming, the ids ``out``
-    answers already (checking that it was written with the same settings on questions of the ``ids()``)."""
+    answers already (checking that it was written with the same settings on the questions ``everyone()``)."""
     from .inference.files import answered
     from .outputs import exclusive
 
     held.enter_context(exclusive(lock))
-    return (answered(out, settings, ids()) or set()) if resume else None
+    return (answered(out, settings, {q.id for q in everyone()}) or set()) if resume else None
 
 
-def _ids(data, questions) -> Callable[[], set[str]]:
-    """The ids of the questions, when asked: of ``questions`` when they are read already, else of ``data``, read
-    as a stream."""
-    return lambda: {q.id for q in (questions if questions is not None else load_share(data, texts=False).questions)}
+def _everyone(data, questions) -> Callable[[], list]:
+    """Every question of ``data``, when asked: ``questions`` when they are read already, else each one's id,
+    letters and answer (no texts), ``data`` read as a stream once."""
+    if questions is not None:
+        return lambda: questions
+    return functools.cache(lambda: load_share(data, texts=False).questions)
+
+
+def _check_labelled(data, labelled: bool) -> None:
+    if not labelled:
+        raise DataError(_name(data), "eval needs answers and this file has none", column="answer",
+                        fix="add an answer column, or use predict")
 
 
 def _loaded(model, decided: Plan, backend: str) -> Model:
