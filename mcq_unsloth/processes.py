@@ -10,6 +10,7 @@ Outside a launch every function is the one-process case and imports nothing.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
@@ -72,6 +73,19 @@ def start(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     if cuda:
         torch.cuda.set_device(local_rank())
     PartialState(cpu=not cuda, backend=None if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    if not cuda:
+        atexit.register(_stop_gloo)
+
+
+def _stop_gloo() -> None:
+    """Leave the gloo process group while the interpreter is whole: left to the interpreter's own teardown, gloo's
+    worker threads can abort the process ("terminate called without an active exception", SIGABRT) after its work
+    is done, failing a launch that succeeded (seen once in a whole test run here; pytorch/pytorch#190489). Not
+    done for NCCL, where tearing down after a failed peer could wait for it."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def device_map(accelerator: bool) -> dict | str | None:
