@@ -50,11 +50,12 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     model's prior over answer positions on N questions of each option count (drawn with ``debias_seed``, asked in
     every rotation) and divides it out of every other question's probabilities; with ``out`` the prior is kept
     beside it (``OUT.prior.json``) and a resume divides by the same one. ``on_long``: ``shorten`` a prompt longer
-    than the context from the middle of its question, or ``error``. With ``out``, the submission CSV (``id_column``, ``answer_column``) is
-    written as it goes, exactly as ``mcq-unsloth predict`` writes it (``raw``: each question's raw record as JSON
-    lines), resumable with ``resume`` and replaced only with ``overwrite``. ``frame.attrs`` holds the counts and
-    speed the command line prints. Called in every process of a launch, each answers its share into part files
-    that are merged into ``out``, and returns the answers of its share alone (no process holds them all).
+    than the context from the middle of its question, or ``error``. With ``out``, the submission CSV
+    (``id_column``, ``answer_column``) is written as it goes, exactly as ``mcq-unsloth predict`` writes it
+    (``raw``: each question's raw record as JSON lines), resumable with ``resume`` and replaced only with
+    ``overwrite``. ``frame.attrs`` holds the counts and speed the command line prints. Called in every process of
+    a launch with ``out``, each reads its share of ``data`` alone and answers it into part files that are merged
+    into ``out``, and returns the answers of its share alone (no process holds them all).
 
     >>> import mcq_unsloth as mu                                        # doctest: +SKIP
     >>> model = mu.load("runs/smoke/adapter")                           # doctest: +SKIP

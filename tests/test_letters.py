@@ -230,7 +230,9 @@ def test_debiasing_removes_a_bias_toward_a_planted_in_a_trained_model(learnt_mod
 
     factors = [math.log(priors["biased"]["A"] / priors["biased"][x] * priors["unbiased"][x] / priors["unbiased"]["A"])
                for x in "BCD"]
-    print(f"planted factor found {factors}; A share plain {share('unbiased', 'plain')} -> {share('biased', 'plain')}, debiased {share('unbiased', 'debiased')} -> {share('biased', 'debiased')}; agreement plain {agreement('plain')}, debiased {agreement('debiased')}")
+    print(f"planted factor found {factors}; A share plain {share('unbiased', 'plain')} -> "
+          f"{share('biased', 'plain')}, debiased {share('unbiased', 'debiased')} -> {share('biased', 'debiased')}; "
+          f"agreement plain {agreement('plain')}, debiased {agreement('debiased')}")
     assert all(abs(f - planted) < 0.3 for f in factors), factors
     assert share("biased", "plain") > share("unbiased", "plain") + 0.3  # the plain answers went to A
     assert abs(share("biased", "debiased") - share("unbiased", "debiased")) < 0.05

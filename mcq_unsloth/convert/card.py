@@ -2,9 +2,10 @@
 
 The metadata (``base_model``, ``license``, ``language``) comes from the base model's own card where it can be
 read (a local folder's README.md, or the Hub's one in the local cache), ``language`` from the recipe's
-``data.language`` when it says it; what cannot be read is left out and the card says so, never guessed. The body says how the adapter was made (recipe, resolved settings, the training
-data's size and answer letters, never its questions), how well it answers (the last ``eval_accuracy`` and the
-command that measures it again), and how to load it. ``eval --card`` adds an evaluation's results to it.
+``data.language`` when it says it; what cannot be read is left out and the card says so, never guessed. The
+body says how the adapter was made (recipe, resolved settings, the training data's size and answer letters,
+never its questions), how well it answers (the last ``eval_accuracy`` and the command that measures it again),
+and how to load it. ``eval --card`` adds an evaluation's results to it.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def export_card(out: Path, fmt: str, source: Path, adapter: Path | None, result:
 
     from ..model.backends import adapter_base
 
-    from_card = _sections(adapter / CARD) if adapter is not None and (adapter / CARD).is_file() else {}
+    ours = adapter is not None and (adapter / CARD).is_file()  # the adapter's card, which training wrote
+    from_card = _sections(adapter / CARD) if ours else {}
     metadata, notes = base_metadata(adapter_base(adapter) or str(source) if adapter is not None else str(source))
-    if adapter is not None and (adapter / CARD).is_file():
-        metadata.update({k: v for k, v in _read_card(str(adapter)).items() if k in ("base_model", "license", "language")})
+    if ours:
+        metadata.update({k: v for k, v in _read_card(str(adapter)).items()
+                         if k in ("base_model", "license", "language")})
     gguf = fmt == "gguf"
     metadata.update(library_name=None if gguf else "transformers", pipeline_tag="text-generation",
                     tags=TAGS + (["gguf", "llama.cpp"] if gguf else ["merged"]))

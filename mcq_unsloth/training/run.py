@@ -27,9 +27,9 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
                  prepare=None) -> dict:
     """Train as ``config`` says into ``run_dir`` (``recipe`` names where the configuration came from, for the
     run record); returns the run's summary (adapter, steps, losses, accuracy, ``eval_command``, ``seconds``,
-    ``processes``, ``effective_batch``, ``data``: the training and validation questions' sizes and answer letters),
-    also kept in ``run.json`` and, with the recipe, in the adapter's model card (README.md). ``prepare(run_dir)``, when given, runs once the folder exists and before
-    the record is written (it may store data there and return the configuration to use). A KeyboardInterrupt
+    ``processes``, ``effective_batch``, ``data``: the training and validation questions' sizes and answer
+    letters), also kept in ``run.json`` and, with the recipe, in the adapter's model card (README.md).
+    ``prepare(run_dir)``, when given, runs once the folder exists and before the record is written (it may store data there and return the configuration to use). A KeyboardInterrupt
     passes through, the last complete checkpoint kept.
 
     Under a launcher (``accelerate launch``, ``torchrun``) every process calls it: the main one alone takes the
