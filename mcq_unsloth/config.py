@@ -5,12 +5,18 @@ in :class:`Config` and validated on load.
 Precedence is defaults < recipe YAML < ``--set a.b=value``. Unknown keys are errors naming the nearest
 valid key, and every problem in a recipe is reported at once in one :class:`ConfigError`. Field names follow
 TRL, PEFT and Unsloth (``per_device_train_batch_size``, ``r``, ``lora_alpha``) so their docs apply as is.
+
+The ``train`` and ``grpo`` sections also take any other field of TRL's trainer configuration (``SFTConfig``,
+``GRPOConfig`` and transformers' ``TrainingArguments`` under them), kept as given in the section's
+``passthrough``: checking those needs TRL, which this module does not import, so
+:mod:`mcq_unsloth.training.trainer_settings` checks them against the installed library before a run starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import math
 import re
 import types
@@ -31,6 +37,11 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def _choice(default: str, *choices: str, doc: str = ""):
     return field(default=default, metadata={"choices": choices, "doc": doc})
+
+
+def _passthrough():
+    """The section's keys that are TRL's rather than ours, as given (checked by ``training.trainer_settings``)."""
+    return field(default_factory=dict, metadata={"passthrough": True})
 
 
 @dataclass
@@ -121,7 +132,8 @@ class DataArgs:
 
 @dataclass
 class TrainArgs:
-    """Trainer settings, passed to TRL under the same names."""
+    """Trainer settings, passed to TRL under the same names: these with the toolkit's defaults, and any other field
+    of TRL's ``SFTConfig`` (task sft) or transformers' ``TrainingArguments`` (task grpo) in ``passthrough``."""
 
     learning_rate: float = 2e-4
     num_train_epochs: float = 3.0
@@ -144,6 +156,7 @@ class TrainArgs:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     seed: int = 42
     ddp_timeout: int = 1800  # seconds any collective of a launch waits before the launch stops
+    passthrough: dict[str, Any] = _passthrough()
 
     def effective_batch(self, processes: int = 1) -> int:
         """Examples (GRPO: completions) per optimizer step: per device x accumulation x processes."""
@@ -173,7 +186,9 @@ class GrpoArgs:
     """GRPO settings, passed to TRL's ``GRPOConfig`` under the same names.
 
     ``reward_weights`` names the rewards of :mod:`mcq_unsloth.training.rewards` to compute, with their weights; a weight
-    of 0 logs a reward without training on it (``contest_format``, for comparison with the contest's runs).
+    of 0 logs a reward without training on it (``contest_format``, for comparison with the contest's runs). Any other
+    field of ``GRPOConfig`` that is GRPO's own (``loss_type``, ``scale_rewards``, ``epsilon``...) goes in
+    ``passthrough``.
     """
 
     num_generations: int = 8
@@ -184,6 +199,7 @@ class GrpoArgs:
         "correct": 1.0, "format": 0.2, "neutral": 0.1, "contest_format": 0.0})
     fast_inference: bool = False  # Unsloth's vLLM generation: needs the unsloth backend, a GPU and vLLM
     gpu_memory_utilization: float = 0.6  # the GPU share vLLM may take, with fast_inference
+    passthrough: dict[str, Any] = _passthrough()
 
     def problems(self) -> list[str]:
         from .training.rewards import REWARDS
@@ -244,30 +260,6 @@ def grpo_batch_problem(config: Config, processes: int) -> str | None:
             f"values that work: {', '.join(map(str, working))}")
 
 
-def check_trainer_names(train: TrainArgs) -> None:
-    """Raise :class:`ConfigError` for a ``train.optim`` or ``train.lr_scheduler_type`` that transformers does not
-    know, naming the nearest ones. It imports transformers: call it once the backend is chosen (Unsloth first).
-
-    >>> check_trainer_names(TrainArgs(optim="adamw_fake"))
-    Traceback (most recent call last):
-    ...
-    mcq_unsloth.errors.ConfigError: train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit', 'adamw_torch_fused' or 'adamw_torch'?
-    """
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
-
-    problems = []
-    for key, what, names in (("optim", "an optimizer", [o.value for o in OptimizerNames]),
-                             ("lr_scheduler_type", "a learning-rate scheduler", [s.value for s in SchedulerType])):
-        value = getattr(train, key)
-        if value not in names:
-            close = difflib.get_close_matches(value, names, n=3, cutoff=0.4) or names[:3]
-            listed = ", ".join(repr(n) for n in close[:-1]) + f" or {close[-1]!r}" if len(close) > 1 else repr(close[0])
-            problems.append(f"train.{key}: {value!r} is not {what} transformers knows; did you mean {listed}?")
-    if problems:
-        raise ConfigError(problems)
-
-
 def load_config(path: str | Path, overrides: list[str] = (), typed: dict[str, Any] | None = None) -> Config:
     """Read a recipe YAML, apply ``a.b=value`` overrides (and ``typed``, a dict of dotted keys to values), and
     validate. Raises :class:`ConfigError`."""
@@ -320,8 +312,28 @@ def from_dict(data: dict[str, Any], overrides: list[str] = (), source: str | Non
 
 
 def to_dict(config: Config) -> dict[str, Any]:
-    """The configuration as plain data, in field order (what is saved as a run's ``config.yaml``)."""
-    return dataclasses.asdict(config)
+    """The configuration as plain data, in field order (what is saved as a run's ``config.yaml``), a section's
+    passthrough keys after its own.
+
+    >>> to_dict(from_dict({"train": {"neftune_noise_alpha": 5}}))["train"]["neftune_noise_alpha"]
+    5
+    """
+    data = dataclasses.asdict(config)
+    for section, name in passthrough_fields().items():
+        data[section].update(data[section].pop(name))
+    return data
+
+
+def passthrough_fields(cls=Config) -> dict[str, str]:
+    """The sections that take TRL's own keys besides ours, and the name of the field that holds them."""
+    found = {}
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            inner = next((g.name for g in dataclasses.fields(hint) if g.metadata.get("passthrough")), None)
+            if inner:
+                found[f.name] = inner
+    return found
 
 
 def dump_yaml(config: Config) -> str:
@@ -333,6 +345,8 @@ def valid_keys(cls=Config, prefix: str = "") -> list[str]:
     keys = []
     for f in dataclasses.fields(cls):
         hint = typing.get_type_hints(cls)[f.name]
+        if f.metadata.get("passthrough"):
+            continue
         if dataclasses.is_dataclass(hint):
             keys += valid_keys(hint, f"{prefix}{f.name}.")
         else:
@@ -347,11 +361,15 @@ def _build(cls, data: Any, prefix: str):
         return cls(), [f"{prefix.rstrip('.') or 'recipe'}: expected a mapping of keys, got {data!r}"]
     problems: list[str] = []
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
+    passthrough = next((f.name for f in dataclasses.fields(cls) if f.metadata.get("passthrough")), None)
+    names = [f.name for f in dataclasses.fields(cls) if f.name != passthrough]
+    kwargs: dict[str, Any] = {passthrough: {}} if passthrough else {}
     for key, value in data.items():
+        if key not in names and passthrough:  # TRL's, or a misspelling: training.trainer_settings tells which
+            kwargs[passthrough][str(key)] = value
+            continue
         if key not in names:
-            problems.append(_unknown(prefix + str(key), [prefix + n for n in names]))
+            problems.append(unknown_key(prefix + str(key), [prefix + n for n in names]))
             continue
         f = next(f for f in dataclasses.fields(cls) if f.name == key)
         hint = hints[key]
@@ -359,7 +377,7 @@ def _build(cls, data: Any, prefix: str):
             kwargs[key], found = _build(hint, value, f"{prefix}{key}.")
             problems += found
             continue
-        converted, problem = _convert(value, hint)
+        converted, problem = convert_value(value, hint)
         if problem:
             problems.append(f"{prefix}{key}: {problem}")
             continue
@@ -374,20 +392,45 @@ def _build(cls, data: Any, prefix: str):
     return instance, problems
 
 
-def _convert(value: Any, hint) -> tuple[Any, str | None]:
-    """Check ``value`` against a field's type, converting where YAML is ambiguous (``2e-4`` is a string)."""
+def convert_value(value: Any, hint) -> tuple[Any, str | None]:
+    """Check ``value`` against a field's type, converting where YAML is ambiguous (``2e-4`` is a string); returns
+    the value and None, or None and the problem. Our fields' types, and the ones TRL's and transformers' trainer
+    configurations use (unions of several, enums, literals, ``Any``).
+
+    >>> convert_value("2e-4", float), convert_value([1], float | None)
+    ((0.0002, None), (None, 'expected a number, got [1]'))
+    >>> convert_value(True, str | bool), convert_value(3, dict | str | None)
+    ((True, None), ('3', None))
+    >>> convert_value([1], dict | str)
+    (None, 'expected a mapping or text, got [1]')
+    """
     origin = typing.get_origin(hint)
+    if hint is Any:
+        return value, None
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None, None
-        return _convert(value, args[0])
+        # `OptimizerNames | str`: the text is one of the enum's values, so the enum alone says what is valid.
+        args = [a for a in args if _is_enum(a)] or args
+        for arg in args:
+            converted, problem = convert_value(value, arg)
+            if problem is None:
+                return converted, None
+        if len(args) == 1:
+            return None, problem
+        return None, f"expected {' or '.join(_expected(a) for a in args)}, got {value!r}"
+    if origin is typing.Literal or _is_enum(hint):
+        allowed = list(typing.get_args(hint)) if origin is typing.Literal else [m.value for m in hint]
+        return (value, None) if value in allowed else (None, f"{value!r} is not one of {allowed}")
+    if hint is dict:
+        return (value, None) if isinstance(value, dict) else (None, f"expected a mapping, got {value!r}")
     if origin is dict:
         if not isinstance(value, dict):
             return None, f"expected a mapping of name: number, got {value!r}"
         out = {}
         for key, item in value.items():
-            converted, problem = _convert(item, typing.get_args(hint)[1])
+            converted, problem = convert_value(item, typing.get_args(hint)[1])
             if problem:
                 return None, f"{key}: {problem}"
             out[str(key)] = converted
@@ -400,7 +443,7 @@ def _convert(value: Any, hint) -> tuple[Any, str | None]:
         (item,) = typing.get_args(hint)
         out = []
         for v in value:
-            converted, problem = _convert(v, item)
+            converted, problem = convert_value(v, item)
             if problem:
                 return None, problem
             out.append(converted)
@@ -431,7 +474,21 @@ def _convert(value: Any, hint) -> tuple[Any, str | None]:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value), None
         return None, f"expected text, got {value!r}"
-    raise TypeError(f"unsupported config type {hint}")
+    # A library field that holds an object (accelerate's ParallelismConfig): built in Python, not written in YAML.
+    return None, f"takes a {getattr(hint, '__name__', hint)} object, which a recipe cannot write"
+
+
+def _is_enum(hint) -> bool:
+    return isinstance(hint, type) and issubclass(hint, enum.Enum)
+
+
+def _expected(hint) -> str:
+    """What a value of type ``hint`` is, in words, for a problem that lists the types a field takes."""
+    origin = typing.get_origin(hint) or hint
+    if origin is typing.Literal or _is_enum(hint):
+        return "one of " + str(list(typing.get_args(hint)) if origin is typing.Literal else [m.value for m in hint])
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "text", list: "a list",
+            dict: "a mapping"}.get(origin, getattr(hint, "__name__", str(hint)))
 
 
 def _apply_override(data: dict[str, Any], override: str) -> list[str]:
@@ -447,9 +504,11 @@ def _apply_override(data: dict[str, Any], override: str) -> list[str]:
 
 
 def _set_key(data: dict[str, Any], key: str, value: Any, label: str) -> list[str]:
-    """Set the dotted ``key`` of the recipe data to ``value``; an unknown key is a problem named with ``label``."""
-    if key not in valid_keys():
-        return [_unknown(key, valid_keys(), label)]
+    """Set the dotted ``key`` of the recipe data to ``value``; an unknown key is a problem named with ``label``. A
+    ``train.`` or ``grpo.`` key that is not ours is kept for :mod:`~mcq_unsloth.training.trainer_settings` to check."""
+    section, _, leaf = key.partition(".")
+    if key not in valid_keys() and not (section in passthrough_fields() and leaf and "." not in leaf):
+        return [unknown_key(key, valid_keys(), label)]
     node = data
     *parents, leaf = key.split(".")
     for part in parents:
@@ -460,10 +519,10 @@ def _set_key(data: dict[str, Any], key: str, value: Any, label: str) -> list[str
     return []
 
 
-def _unknown(key: str, valid: list[str], label: str | None = None) -> str:
+def unknown_key(key: str, valid: list[str], label: str | None = None) -> str:
     """The message for an unknown key, naming the nearest valid one.
 
-    >>> _unknown("train.lr", valid_keys()), _unknown("train.batch_size", valid_keys())
+    >>> unknown_key("train.lr", valid_keys()), unknown_key("train.batch_size", valid_keys())
     ("train.lr: unknown key; did you mean 'train.learning_rate'?", "train.batch_size: unknown key; did you mean 'train.per_device_train_batch_size'?")
     """
     section, _, leaf = key.rpartition(".")

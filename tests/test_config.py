@@ -34,8 +34,8 @@ def test_precedence_defaults_then_yaml_then_set(tmp_path):
 MISTAKES = [
     ({"lora": {"rank": 8}}, [], "lora.rank: unknown key; did you mean 'lora.r'?"),                 # misspelt key
     ({"trian": {}}, [], "trian: unknown key; did you mean 'train'?"),                             # misspelt section
-    ({}, ["train.lr=1e-4"], "--set train.lr: unknown key; did you mean 'train.learning_rate'?"),  # abbreviation
-    ({}, ["train.batch_size=4"], "did you mean 'train.per_device_train_batch_size'?"),           # partial name
+    ({}, ["lora.rnak=4"], "--set lora.rnak: unknown key; did you mean 'lora.r'?"),                # --set, misspelt
+    ({}, ["trian.seed=1"], "--set trian.seed: unknown key; did you mean 'train.seed'?"),            # section misspelt
     ({"model": {"backend": "vllm"}}, [], "model.backend: 'vllm' is not one of ['auto', 'unsloth', 'hf']"),
     ({"train": {"learning_rate": "fast"}}, [], "train.learning_rate: expected a number, got 'fast'"),
     ({"lora": {"r": 0}}, [], "lora.r: must be at least 1, got 0"),                                 # value check

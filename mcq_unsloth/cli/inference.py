@@ -340,6 +340,35 @@ def bench_letters(model_dir, data_file, sizes, seed, batch_size, backend, dtype,
     click.echo(letters_table(rows, questions))
 
 
+@bench.command("padding")
+@click.option("--model", "model_dir", required=True, help="Model folder (mcq-unsloth smollm2 DIR writes a real one).")
+@click.option("--data", "data_files", multiple=True, default=("shipped:mcq_zh.csv", "shipped:reasoning_zh.tsv"),
+              show_default=True, help="Labelled questions, whose length mix the batches get (repeatable).")
+@click.option("--count", type=click.IntRange(min=2), default=96, show_default=True,
+              help="Questions, drawn evenly from the files in a seeded order.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Examples a batch (packed: rows of --pack-length tokens a batch).")
+@click.option("--pack-length", type=click.IntRange(min=16), default=1024, show_default=True,
+              help="Tokens a packed row holds (TRL's max_length with packing).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@BACKEND_OPTION
+@PRECISION_OPTIONS[0]
+def bench_padding(model_dir, data_files, count, batch_size, pack_length, rounds, seed, backend, dtype):
+    """SFT batches padded, padding-free and packed, side by side: share of padding, seconds a step and real
+    (non-pad) tokens per second of a forward and backward pass, and each example's loss against the padded
+    batch's (zero when the flattened examples are kept apart), as a Markdown table."""
+    from ..bench.padding import compare_files, padding_table
+
+    with user_errors(), libraries_on_stderr():
+        result = compare_files(model_dir, list(data_files), count, batch_size, pack_length, rounds, seed,
+                               backend=backend, dtype=dtype)
+    click.echo(f"model {model_dir}, backend {result['backend']}, {result['dtype']}, {result['questions']} questions of "
+               f"{', '.join(data_files)} ({result['tokens']}), batch {batch_size}, packed rows of {pack_length} "
+               f"tokens, median of {rounds} rounds\n")
+    click.echo(padding_table(result["rows"]), nl=False)
+
+
 @bench.command("inference")
 @click.option("--model", "model_dir", default=None, help="Model folder or Hub id (default: a tiny model built now).")
 @click.option("--shape", type=click.Choice(sorted(SHAPES)), default=None,

@@ -117,19 +117,22 @@ def recipe_list():
 
 @recipe.command("show")
 @click.argument("name")
-@click.option("--resolved", is_flag=True, help="Print the full configuration with defaults filled in.")
+@click.option("--resolved", is_flag=True,
+              help="Print the full configuration with defaults filled in, and in comments every other value that "
+                   "reaches TRL's trainer: the ones mcq-unsloth sets and the libraries' defaults (imports TRL).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 def recipe_show(name, resolved, overrides):
     """Print recipe NAME (a shipped name or a path)."""
-    from ..config import dump_yaml, load_config, recipe_text
+    from ..api import show_recipe
+    from ..config import dump_yaml, load_config
     from ..training.recipes import find_recipe
 
-    with user_errors():
-        path = find_recipe(name)
-        if resolved or overrides:
-            click.echo(dump_yaml(load_config(path, list(overrides))), nl=False)
+    with user_errors(), libraries_on_stderr():
+        if resolved or not overrides:
+            text = show_recipe(name, overrides=list(overrides), resolved=resolved)
         else:
-            click.echo(recipe_text(path), nl=False)
+            text = dump_yaml(load_config(find_recipe(name), list(overrides)))
+    click.echo(text, nl=False)
 
 
 @recipe.command("cp")

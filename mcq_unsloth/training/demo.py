@@ -17,6 +17,7 @@ from ..model.backends import load_model, model_source, resolve_backend
 from ..outputs import empty_folder, write_text
 from .recipes import find_recipe
 from .folders import record_run
+from .trainer_settings import resolved_yaml
 from ..data.synth import synth_questions
 
 HELD_OUT_SEED = 2026  # not the seed of any shipped recipe's data
@@ -34,7 +35,7 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     llama_cpp("the demo's GGUF step")  # installed and able to run on this CPU, checked before training
 
     run_dir = empty_folder(out, overwrite, fix="pass --overwrite to replace it, or --out for another folder")
-    record_run(run_dir, config, str(recipe))
+    record_run(run_dir, config, resolved_yaml(config, run_dir, header=f"# resolved from recipe {recipe}"), str(recipe))
     held_out = synth_questions(200, HELD_OUT_SEED, held_out=True)
     before = _accuracy(model_source(config.model.name, run_dir), config, backend, held_out)
     trained = train_sft(config, run_dir)

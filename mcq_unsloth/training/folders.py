@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import Config, dump_yaml, to_dict
+from ..config import Config, to_dict
 from ..errors import OutputExists, RunExists
 from ..outputs import empty_folder, replacing, write_text
 
@@ -44,8 +44,10 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         raise RunExists(str(error)) from None
 
 
-def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False, processes: int = 1) -> None:
-    """Write ``config.yaml`` and ``run.json`` into the run folder (with the launch's process count and the
+def record_run(run_dir: Path, config: Config, resolved: str, recipe: str, resume: bool = False,
+               processes: int = 1) -> None:
+    """Write ``config.yaml`` (``resolved``: the configuration as YAML, with what reaches the trainer in comments)
+    and ``run.json`` into the run folder (with the launch's process count and the
     effective batch per optimizer step). Resuming appends to ``run.json`` and requires the configuration the
     run started with; resuming in another process count is said (the data order and the steps per epoch change)."""
     now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -62,7 +64,7 @@ def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False,
                                                  "processes": processes, "effective_batch": batch})
         write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         return
-    write_text(run_dir / "config.yaml", f"# resolved from recipe {recipe}\n" + dump_yaml(config))
+    write_text(run_dir / "config.yaml", resolved)
     record = {
         "recipe": recipe,
         "command": sys.argv,
@@ -72,6 +74,14 @@ def record_run(run_dir: Path, config: Config, recipe: str, resume: bool = False,
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+def record_trainer(run_dir: Path, trainer: dict) -> None:
+    """Add the trainer's configuration as built (:func:`~mcq_unsloth.training.trainer_settings.library_record`)
+    to ``run.json``: under ``trainer``, or under the latest ``resumed`` entry of a resumed run."""
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    (record["resumed"][-1] if record.get("resumed") else record)["trainer"] = trainer
     write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -99,7 +109,8 @@ def _check_same_config(run_dir: Path, config: Config) -> None:
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8"))
     current = to_dict(config)
     changed = [f"{section}.{key}" for section, values in current.items() if isinstance(values, dict)
-               for key, value in values.items() if (saved.get(section) or {}).get(key) != value]
+               for key in {**(saved.get(section) or {}), **values}  # a TRL key set before and not now counts too
+               if (saved.get(section) or {}).get(key) != values.get(key)]
     changed += [key for key, value in current.items() if not isinstance(value, dict) and saved.get(key) != value]
     if changed:
         raise RunExists(f"cannot resume {run_dir} with different settings ({', '.join(changed)}); resume with the "

@@ -14,13 +14,14 @@ import logging
 from pathlib import Path
 
 from .. import processes
-from ..config import Config, check_trainer_names
+from ..config import Config
 from ..data.questions import Question, summarize, write_questions
 from ..data.sources import load_splits
 from ..errors import ModelLoadError
-from .folders import VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, write_history, write_training_record
+from .trainer_settings import library_record, trainer_config
+from .folders import (VALIDATION_FILE, eval_command, last_logged, record_trainer, resume_checkpoint, write_history,
+    write_training_record)
 from ..model.backends import fast_inference_problem, load_model, model_source, resolve_backend
-from ..model.precision import mixed_precision
 from ..prompts import PromptConfig, build_messages
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,7 @@ log = logging.getLogger(__name__)
 def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     """Run GRPO as ``config`` says, writing checkpoints, the adapter and reward curves into ``run_dir``."""
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
-    check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from .callbacks import InStep, McqAccuracy, TrainingRecord
     from .rewards import REWARDS
@@ -48,25 +48,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
                         lora=config.lora, seed=config.train.seed,
                         gradient_checkpointing=config.train.gradient_checkpointing,
                         vllm_memory=config.grpo.gpu_memory_utilization if config.grpo.fast_inference else None)
-    names = list(config.grpo.reward_weights)
-    train = {k: v for k, v in vars(config.train).items()
-             if k not in ("gradient_checkpointing", "eval_steps", "per_device_eval_batch_size",
-                          "load_best_model_at_end", "metric_for_best_model")}
-    args = GRPOConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        num_generations=config.grpo.num_generations,
-        max_completion_length=config.grpo.max_completion_length,
-        beta=config.grpo.beta,
-        temperature=config.grpo.temperature,
-        reward_weights=[config.grpo.reward_weights[name] for name in names],
-        eval_strategy="no",
-        save_strategy="steps",
-        gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
-        dataloader_num_workers=0,
-        **processes.trainer_args(),
-        **mixed_precision(config.model.dtype),
-        **train,
-    )
+    names = list(config.grpo.reward_weights)  # the order of trainer_config's reward_weights list
+    args = trainer_config(config, run_dir, evaluating=bool(val_questions))  # checked by run_training already
     # GRPOTrainer's own evaluation would sample replies; letter scoring is what eval reports, and cheap.
     accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size,
                            every=config.train.eval_steps)
@@ -80,6 +63,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     )
     if val_questions and processes.is_main():
         write_questions(val_questions, run_dir / VALIDATION_FILE)
+    if processes.is_main():
+        record_trainer(run_dir, library_record(trainer.args))  # as built: what the libraries made of the settings
     checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     if val_questions:

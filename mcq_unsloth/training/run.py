@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import processes
 from ..config import Config, dump_yaml, grpo_batch_problem
 from ..errors import USER_ERRORS, ConfigError, OutOfMemory, machine_errno
+from . import trainer_settings
 from .folders import latest_checkpoint, prepare_run_dir, record_finished, record_run
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,12 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
 
     Under a launcher (``accelerate launch``, ``torchrun``) every process calls it: the main one alone takes the
     lock, prepares the folder and writes into it; all train, each on its share of every batch."""
-    from ..model.backends import out_of_memory_errors
+    from ..model.backends import out_of_memory_errors, resolve_backend
 
     run_dir = Path(run_dir)
     check_launch(config, processes.count())  # at once, on every process alike
+    resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before TRL is imported
+    trainer_settings.check(config)  # TRL's names, types and choices, before the folder exists
     processes.start(config.train.ddp_timeout)
     start = time.perf_counter()
     with contextlib.ExitStack() as held:
@@ -77,7 +80,8 @@ def _open_run(held: contextlib.ExitStack, config: Config, run_dir: Path, recipe:
     try:
         if prepare is not None:
             config = prepare(run_dir)
-        record_run(run_dir, config, recipe, resume=resume, processes=processes.count())
+        resolved = trainer_settings.resolved_yaml(config, run_dir, header=f"# resolved from recipe {recipe}")
+        record_run(run_dir, config, resolved, recipe, resume=resume, processes=processes.count())
     except Exception as error:
         _remove_unstarted(run_dir, error, resume)
         raise

@@ -10,22 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import processes
-from ..config import Config, check_trainer_names
+from ..config import Config
 from ..data.questions import Question, summarize, write_questions
 from ..data.sources import load_splits
 from ..errors import DataError
-from .folders import (VALIDATION_FILE, eval_command, last_logged, resume_checkpoint, whole_run_loss, write_history,
-    write_training_record)
+from .trainer_settings import library_record, trainer_config
+from .folders import (VALIDATION_FILE, eval_command, last_logged, record_trainer, resume_checkpoint, whole_run_loss,
+    write_history, write_training_record)
 from ..model.backends import load_model, model_source, resolve_backend
-from ..model.precision import mixed_precision
 from ..prompts import PromptConfig, build_messages
 
 
 def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     """Run SFT as ``config`` says, writing checkpoints, the adapter and curves into ``run_dir``."""
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
-    check_trainer_names(config.train)  # before anything slow: transformers' own names, now that it may load
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from .callbacks import InStep, McqAccuracy, TrainingRecord
 
@@ -35,18 +34,7 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
                         load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
                         lora=config.lora, seed=config.train.seed,
                         gradient_checkpointing=config.train.gradient_checkpointing)
-    args = SFTConfig(
-        output_dir=str(run_dir / "checkpoints"),
-        max_length=config.model.max_seq_length,
-        completion_only_loss=True,
-        eval_strategy="steps" if val_questions else "no",
-        save_strategy="steps",
-        gradient_checkpointing=False,  # set up by the loader, the way each backend wants it
-        **mixed_precision(config.model.dtype),
-        dataloader_num_workers=0,
-        **processes.trainer_args(),
-        **{name: value for name, value in vars(config.train).items() if name != "gradient_checkpointing"},
-    )
+    args = trainer_config(config, run_dir, evaluating=bool(val_questions))  # checked by run_training already
     accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size)
     trainer = SFTTrainer(
         model=loaded.model,
@@ -63,6 +51,8 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
                                   config.model.max_seq_length)
         if processes.is_main():
             write_questions(val_questions, run_dir / VALIDATION_FILE)
+    if processes.is_main():
+        record_trainer(run_dir, library_record(trainer.args))  # as built: what the libraries made of the settings
     checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     if val_questions:
@@ -91,13 +81,20 @@ def prompt_completion_dataset(questions: list[Question], prompt: PromptConfig | 
 
 def _check_every_example_kept(prepared, questions: list[Question], source: str, max_seq_length: int) -> None:
     """TRL drops examples whose answer was cut off by ``max_length``; training on fewer than asked, silently,
-    is worse than stopping."""
-    kept = set(prepared["id"])
+    is worse than stopping. Padding-free batches are not cut at all (TRL's ``max_length`` is None then), so an
+    example longer than ``model.max_seq_length`` stops the run the same way."""
+    kept = {row["id"]: len(row["input_ids"]) for row in prepared.select_columns(["id", "input_ids"])}
     lost = [q for q in questions if q.id not in kept]
     if lost:
         q = lost[0]
         raise DataError(source, f"{len(lost)} example(s) have no answer token left after truncating "
                         f"to model.max_seq_length={max_seq_length}, first id {q.id!r}",
+                        row=q.row or None, fix="raise model.max_seq_length or shorten the question")
+    long = [q for q in questions if kept[q.id] > max_seq_length]
+    if long:
+        q = long[0]
+        raise DataError(source, f"{len(long)} example(s) are longer than model.max_seq_length={max_seq_length} "
+                        f"tokens and padding-free batches are not truncated, first id {q.id!r} ({kept[q.id]} tokens)",
                         row=q.row or None, fix="raise model.max_seq_length or shorten the question")
 
 
