@@ -258,26 +258,28 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
 def show_recipe(recipe, *, overrides=None, resolved: bool = True, out: str | Path | None = None) -> str:
     """A recipe as YAML: with ``resolved``, every setting with its default filled in and, in comments under
     ``train`` and ``grpo``, the values mcq-unsloth sets for the trainer and the libraries' defaults it leaves alone
-    (what ``config.yaml`` of a run folder holds), the trainer settings checked as :func:`train` checks them;
-    without, the recipe's text as written. ``out`` is the run folder the values name (default ``runs/NAME``).
+    (what ``config.yaml`` of a run folder holds); without, the recipe's text as written, or with ``overrides`` its
+    settings after them. The trainer settings are checked as :func:`train` checks them (a :class:`ConfigError`). ``out`` is the run folder the values name (default ``runs/NAME``).
 
     >>> print(mu.show_recipe("grpo_50pct", overrides={"grpo.loss_type": "dr_grpo"}))   # doctest: +SKIP
     """
-    from .config import from_dict, load_config, recipe_text
+    from .config import dump_yaml, from_dict, load_config, recipe_text
     from .model.backends import resolve_backend
     from .training import trainer_settings
     from .training.recipes import find_recipe
 
     sets, typed = _overrides(overrides)
     if isinstance(recipe, dict):
-        config, name = from_dict({**recipe}, sets, typed=typed), "run"
+        config, name, source = from_dict({**recipe}, sets, typed=typed), "run", None
     else:
         path = find_recipe(str(recipe))
-        if not resolved:
+        if not resolved and not sets and not typed:
             return recipe_text(path)
-        config, name = load_config(path, sets, typed=typed), Path(str(recipe)).stem
+        config, name, source = load_config(path, sets, typed=typed), Path(str(recipe)).stem, str(path)
     resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before TRL is imported
-    trainer_settings.check(config)
+    trainer_settings.check(config, source)
+    if not resolved:
+        return dump_yaml(config)
     return trainer_settings.resolved_yaml(config, Path(out) if out is not None else Path("runs") / name,
                                           header=f"# resolved from recipe {recipe if name != 'run' else 'a dict'}")
 

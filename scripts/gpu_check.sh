@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one go; logs under OUT (default runs/gpu-check), a summary table last.
 #
-#   bash scripts/gpu_check.sh [OUT] [PARTS]      PARTS: any of tests,bench,grpo,launch (default: all four)
+#   bash scripts/gpu_check.sh [OUT] [PARTS]      PARTS: any of tests,bench,grpo,variants,launch (default: all)
 #
 # tests: the whole test suite on the GPU (Unsloth's fused kernels, 4-bit on CUDA, the gpu-marked tests).
 # bench: `bench inference` on a random Qwen2.5-7B-shaped 4-bit model (speed and peak memory; the inference
@@ -9,6 +9,9 @@
 #        for SFT, GRPO, scoring and generation (targets: SFT >= 1.8x tokens/s at <= 0.6x memory, GRPO >= 1.5x).
 # grpo:  4 steps of the grpo_50pct recipe on that model, and 4 more with grpo.fast_inference when vLLM is
 #        installed (random weights: read speed and memory from it, never rewards).
+# variants: `bench grpo-variants` on grpo_50pct with that model, 2 steps a variant (does the installed Unsloth
+#        accept each loss_type and GSPO on the GPU, and what does each cost a step), and `bench padding` on it
+#        (padded, padding-free and packed SFT batches: real tokens/s and per-example loss differences on CUDA).
 # launch: the smoke recipe through accelerate's launcher with the shipped configs (recipes/accelerate/): on 2+
 #        GPUs 2 processes with ddp (unsloth), fsdp_qlora and, when DeepSpeed is installed, zero2/zero3 (hf,
 #        4-bit); on one GPU 1 process each, which checks that the config loads and runs (sharding needs two).
@@ -19,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
-parts=${2:-tests,bench,grpo,launch}
+parts=${2:-tests,bench,grpo,variants,launch}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ -n "${PIP_WHEELS:-}" ]; then
@@ -49,7 +52,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda'
 if [[ $parts == *tests* ]]; then
     step tests python3 -m pytest -q -p no:cacheprovider -rs
 fi
-if [[ $parts == *bench* || $parts == *grpo* ]] && [ ! -f "$model/config.json" ]; then
+if [[ $parts == *bench* || $parts == *grpo* || $parts == *variants* ]] && [ ! -f "$model/config.json" ]; then
     step build-model cli tiny "$model" --shape qwen2.5-7b --overwrite
 fi
 if [[ $parts == *bench* ]]; then
@@ -68,6 +71,12 @@ if [[ $parts == *grpo* ]]; then
     else
         echo "vLLM is not installed: grpo.fast_inference not checked" | tee "$out/grpo-vllm.log"
     fi
+fi
+if [[ $parts == *variants* ]]; then
+    step grpo-variants-7b cli bench grpo-variants --model "$model" --recipe grpo_50pct --rounds 1 \
+        --set train.max_steps=2 --set train.logging_steps=1 --set train.save_steps=2 --set train.eval_steps=2 \
+        --out "$out/grpo-variants" --overwrite
+    step padding-7b cli bench padding --model "$model" --count 64 --batch-size 8 --rounds 3
 fi
 if [[ $parts == *launch* ]]; then
     gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
@@ -97,4 +106,12 @@ fi
 if [ -f "$out/bench-train-7b/bench.md" ]; then
     echo
     cat "$out/bench-train-7b/bench.md"
+fi
+if [ -f "$out/grpo-variants/variants.md" ]; then
+    echo
+    cat "$out/grpo-variants/variants.md"
+fi
+if [ -f "$out/padding-7b.log" ]; then
+    echo
+    grep -E '^(model|\|)' "$out/padding-7b.log"
 fi

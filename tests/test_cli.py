@@ -11,7 +11,8 @@ from mcq_unsloth.cli.main import main
 
 COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
             ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"], ["predict"], ["eval"],
-            ["bench"], ["bench", "inference"], ["export"], ["verify-gguf"]]
+            ["bench"], ["bench", "inference"], ["bench", "letters"], ["bench", "padding"], ["bench", "grpo-variants"],
+            ["export"], ["verify-gguf"]]
 
 
 def run(*args):

@@ -32,14 +32,14 @@ MISTAKES = [  # (task, --set, what the one line says)
     ("sft", "train.neftune_noise_alfa=5", "did you mean 'train.neftune_noise_alpha'? (not a field of TRL's SFTConfig)"),
     ("grpo", "grpo.loss_typ=dr_grpo", "grpo.loss_typ: unknown key; did you mean 'grpo.loss_type'?"),   # TRL's, misspelt
     ("sft", "train.neftune_noise_alpha=[5]", "train.neftune_noise_alpha: expected a number, got [5]"),  # a list
-    ("sft", "train.torch_compile=maybe", "train.torch_compile: expected true or false, got 'maybe'"),   # text for a bool
+    ("sft", "train.torch_compile=maybe", "train.torch_compile: expected true or false, got 'maybe'"),  # a bool
     ("grpo", "grpo.num_iterations=1.5", "grpo.num_iterations: expected a whole number, got 1.5"),
     ("grpo", "grpo.loss_type=gspo", "grpo.loss_type: 'gspo' is not one of ['grpo', 'dr_grpo', 'dapo', 'bnpo'"),
     ("grpo", "grpo.importance_sampling_level=seq", "'seq' is not one of ['token', 'sequence']"),
-    ("grpo", "grpo.scale_rewards=std", "grpo.scale_rewards: 'std' is not one of ['group', 'batch', 'none', True, False]"),
+    ("grpo", "grpo.scale_rewards=std", "'std' is not one of ['group', 'batch', 'none', True, False]"),
     ("sft", "train.loss_type=dapo", "train.loss_type: 'dapo' is not one of ['nll', 'dft', 'chunked_nll']"),  # SFT's
     ("sft", "train.optim=adamw_fake", "train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean"),
-    ("sft", "train.lr_scheduler_type=cosinus", "is not a learning-rate scheduler transformers knows; did you mean 'cosine'"),
+    ("sft", "train.lr_scheduler_type=cosinus", "not a learning-rate scheduler transformers knows; did you mean 'cosine"),
     ("sft", "train.output_dir=elsewhere", "train.output_dir: set by mcq-unsloth, not by a recipe: the run folder"),
     ("sft", "train.max_length=64", "train.max_length: set by mcq-unsloth, not by a recipe: the model loader and the "
                                    "trainer share one length: set model.max_seq_length"),
@@ -87,8 +87,9 @@ def test_fields_the_toolkit_never_names_reach_trls_configuration(tmp_path):
     args = trainer_settings.trainer_config(sft, tmp_path, evaluating=True)
     assert (args.neftune_noise_alpha, args.lr_scheduler_kwargs, args.loss_type) == (5, {"min_lr": 1e-6}, "dft")
     assert (args.output_dir, args.max_length, args.eval_strategy.value) == (str(tmp_path / "checkpoints"), 512, "steps")
-    grpo = from_dict({"task": "grpo", "train": {"per_device_train_batch_size": 8}}, ["grpo.loss_type=dr_grpo", "grpo.importance_sampling_level=sequence",
-                                        "grpo.epsilon_high=0.28", "grpo.scale_rewards=true"])
+    grpo = from_dict({"task": "grpo", "train": {"per_device_train_batch_size": 8}},
+                     ["grpo.loss_type=dr_grpo", "grpo.importance_sampling_level=sequence", "grpo.epsilon_high=0.28",
+                      "grpo.scale_rewards=true"])
     args = trainer_settings.trainer_config(grpo, tmp_path, evaluating=False)
     assert (args.loss_type, args.importance_sampling_level, args.epsilon_high) == ("dr_grpo", "sequence", 0.28)
     assert args.scale_rewards == "group"  # TRL's own reading of true
@@ -143,6 +144,15 @@ def test_recipe_show_resolved_lists_what_reaches_the_trainer_and_the_defaults_no
     assert yaml.safe_load(text)["grpo"]["loss_type"] == "dr_grpo"  # the comments leave a loadable recipe
 
 
+def test_the_apis_overrides_reach_trl_fields_and_are_checked_the_same_way():
+    import mcq_unsloth as mu
+
+    shown = mu.show_recipe("smoke", overrides={"train.neftune_noise_alpha": 5}, resolved=False)
+    assert yaml.safe_load(shown)["train"]["neftune_noise_alpha"] == 5
+    with pytest.raises(mu.ConfigError, match=r"train\.neftune_noise_alpha: expected a number, got \[5\]"):
+        mu.show_recipe("smoke", overrides={"train.neftune_noise_alpha": [5]})
+
+
 @pytest.mark.parametrize("setting, says", [
     ("train.neftune_noise_alfa=5", "train.neftune_noise_alfa: unknown key; did you mean 'train.neftune_noise_alpha'?"),
     ("train.neftune_noise_alpha=loud", "train.neftune_noise_alpha: expected a number, got 'loud'"),
@@ -180,3 +190,24 @@ def test_resuming_without_a_trl_field_the_run_started_with_is_refused(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"task": "sft", "train": {"neftune_noise_alpha": 5}}))
     with pytest.raises(RunExists, match=r"train\.neftune_noise_alpha"):
         _check_same_config(tmp_path, from_dict({"task": "sft"}))
+
+
+def test_an_example_longer_than_max_seq_length_stops_padding_free_and_packed_runs(tiny_tokenizer):
+    from datasets import Dataset
+
+    from mcq_unsloth.data.questions import Question
+    from mcq_unsloth.errors import DataError
+    from mcq_unsloth.prompts import PromptConfig
+    from mcq_unsloth.training.sft import _Lengths
+
+    short = Question(id="s", question="1+1?", options={"A": "2", "B": "3"}, answer="A", row=2)
+    long = Question(id="l", question="很长的问题" * 60, options={"A": "是", "B": "否"}, answer="B", row=3)
+    lengths = _Lengths(tiny_tokenizer, PromptConfig(), 128)
+    flattened = Dataset.from_list([{"id": "s", "input_ids": [1] * 60}, {"id": "l", "input_ids": [1] * 300}])
+    with pytest.raises(DataError, match=r"1 example\(s\) are longer than model.max_seq_length=128 tokens.*'l' \(300"):
+        lengths.check(flattened, [short, long], "q.csv")
+    packed = Dataset.from_list([{"input_ids": [1] * 128}])  # TRL's packed rows: token columns only
+    with pytest.raises(DataError, match=r"first id 'l'") as raised:
+        lengths.check(packed, [short, long], "q.csv")
+    assert "row 3" in str(raised.value)
+    lengths.check(packed, [short], "q.csv")  # a short example passes

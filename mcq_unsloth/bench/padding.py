@@ -4,10 +4,11 @@ The examples are what SFT trains on: each question tokenized by TRL's own ``SFTT
 labels on the answer only. TRL's collator then builds the batches three ways: padded to the longest example
 (``padding_free: false``, the default), flattened into one sequence with position ids restarting at each example
 (``padding_free: true``), and first packed best-fit-decreasing into rows of ``max_length`` tokens, a batch of rows
-then flattened the same way (``packing: true``, TRL's ``bfd``). Each way runs the same forward and backward passes in rounds (the ways take turns, so a
-slower minute of the machine falls on all of them), and the table reports real (non-pad) tokens per second, the
-share of padding per step and how far each example's loss is from its loss in the padded batch: the flattened ways
-are only worth having if that is zero, that is if the attention keeps the examples apart.
+then flattened the same way (``packing: true``, TRL's ``bfd``). Each way runs the same forward and backward passes
+in rounds (the ways take turns, so a slower minute of the machine falls on all of them), and the table reports
+real (non-pad) tokens per second, the share of padding per step and how far each example's loss is from its loss
+in the padded batch: the flattened ways are only worth having if that is zero, that is if the attention keeps the
+examples apart.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def example_losses(model, batch: dict) -> dict[tuple, float]:
 
 
 def compare(model, examples: list[dict], batch_size: int, pad_token_id: int, pack_length: int,
-            rounds: int = 3) -> list[dict]:
+            rounds: int = 3, progress: bool = True) -> list[dict]:
     """One row per mode: ``mode``, ``steps``, ``real_tokens`` and ``padding`` (the share of a step's tokens that
     are padding, over all steps), ``seconds_per_step`` and ``real_tokens_per_s`` (forward and backward, the
     median of ``rounds``), ``max_loss_difference`` (per example, against the padded batches)."""
@@ -105,10 +106,14 @@ def compare(model, examples: list[dict], batch_size: int, pad_token_id: int, pac
     reference = {}
     for batch in built["padded"]:
         reference.update(example_losses(model, batch))
+    from tqdm.auto import tqdm
+
     seconds = {mode: [] for mode in MODES}
-    for _ in range(rounds):
-        for mode in MODES:
-            seconds[mode].append(_train_steps(model, built[mode]))
+    with tqdm(total=rounds * sum(map(len, built.values())), desc="forward and backward", unit="batch",
+              disable=not progress) as bar:
+        for _ in range(rounds):
+            for mode in MODES:
+                seconds[mode].append(_train_steps(model, built[mode], bar.update))
     rows = []
     for mode in MODES:
         real = sum(_real_tokens(b) for b in built[mode])
@@ -170,12 +175,15 @@ def _real_tokens(batch: dict) -> int:
     return sum(_row_length(batch, row) for row in range(batch["input_ids"].shape[0]))
 
 
-def _train_steps(model, built: list[dict]) -> float:
-    """Seconds for a forward and backward pass over every batch (the gradients are dropped)."""
+def _train_steps(model, built: list[dict], done) -> float:
+    """Seconds for a forward and backward pass over every batch (the gradients are dropped); ``done()`` after each."""
     model.train()
-    start = time.perf_counter()
+    seconds = 0.0
     for batch in built:
+        start = time.perf_counter()
         loss = model(**_model_inputs(batch), labels=batch["labels"]).loss
         loss.backward()
         model.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+        seconds += time.perf_counter() - start
+        done()
+    return seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -280,7 +281,6 @@ def bench(ctx, model, tasks, seq_len, batch_size, steps, quick, load_in_4bit, sf
     table of one backend's inference modes."""
     if ctx.invoked_subcommand is not None:
         return
-    import shlex
 
     import torch
 
@@ -340,15 +340,47 @@ def bench_letters(model_dir, data_file, sizes, seed, batch_size, backend, dtype,
     click.echo(letters_table(rows, questions))
 
 
+@bench.command("grpo-variants")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/bench-grpo-variants", show_default=True,
+              help="Folder for the runs (VARIANT-rR), variants.md and variants.json.")
+@click.option("--model", default=None,
+              help="Policy to start from (default: the smoke recipe trains one first, into OUT/smoke).")
+@click.option("--variants", default="grpo,bnpo,dr_grpo,dapo,gspo", show_default=True,
+              help="Comma-separated variants (TRL settings each: see mcq_unsloth/bench/grpo_variants.py).")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds; round r trains every variant with train.seed = SEED + r.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--recipe", default="grpo_smoke", show_default=True, help="The GRPO recipe every variant runs.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting of every run.")
+@click.option("--resume", is_flag=True, help="Keep the runs of OUT that finished and train the rest.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT.")
+def bench_grpo_variants(out, model, variants, rounds, seed, recipe, overrides, resume, overwrite):
+    """GRPO's loss variants (loss_type grpo, bnpo, dr_grpo, dapo; GSPO) trained on one recipe and one seed
+    schedule, in rounds: final eval_accuracy, the correct reward over the last third, frac_reward_zero_std and
+    seconds per step, as a Markdown table."""
+    from ..bench.grpo_variants import compare_variants
+
+    with user_errors(out), libraries_on_stderr():
+        try:
+            compare_variants(Path(out), model, [v.strip() for v in variants.split(",") if v.strip()], rounds, seed,
+                             list(overrides), recipe, resume=resume, overwrite=overwrite)
+        except KeyboardInterrupt:
+            again = [a for a in sys.argv[1:] if a != "--overwrite"]
+            click.echo(f"\ninterrupted; the finished runs are kept. Finish with:\n  "
+                       f"mcq-unsloth {shlex.join(again + ([] if resume else ['--resume']))}", err=True)
+            sys.exit(130)
+    click.echo(Path(out, "variants.md").read_text(encoding="utf-8"), nl=False)
+
+
 @bench.command("padding")
 @click.option("--model", "model_dir", required=True, help="Model folder (mcq-unsloth smollm2 DIR writes a real one).")
 @click.option("--data", "data_files", multiple=True, default=("shipped:mcq_zh.csv", "shipped:reasoning_zh.tsv"),
               show_default=True, help="Labelled questions, whose length mix the batches get (repeatable).")
-@click.option("--count", type=click.IntRange(min=2), default=96, show_default=True,
+@click.option("--count", type=click.IntRange(min=2), default=64, show_default=True,
               help="Questions, drawn evenly from the files in a seeded order.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Examples a batch (packed: rows of --pack-length tokens a batch).")
-@click.option("--pack-length", type=click.IntRange(min=16), default=1024, show_default=True,
+@click.option("--pack-length", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tokens a packed row holds (TRL's max_length with packing).")
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

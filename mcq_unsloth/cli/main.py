@@ -124,14 +124,9 @@ def recipe_list():
 def recipe_show(name, resolved, overrides):
     """Print recipe NAME (a shipped name or a path)."""
     from ..api import show_recipe
-    from ..config import dump_yaml, load_config
-    from ..training.recipes import find_recipe
 
     with user_errors(), libraries_on_stderr():
-        if resolved or not overrides:
-            text = show_recipe(name, overrides=list(overrides), resolved=resolved)
-        else:
-            text = dump_yaml(load_config(find_recipe(name), list(overrides)))
+        text = show_recipe(name, overrides=list(overrides), resolved=resolved)
     click.echo(text, nl=False)
 
 

@@ -40,7 +40,7 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
     run_dir = Path(run_dir)
     check_launch(config, processes.count())  # at once, on every process alike
     resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before TRL is imported
-    trainer_settings.check(config)  # TRL's names, types and choices, before the folder exists
+    trainer_settings.check(config, recipe)  # TRL's names, types and choices, before the folder exists
     processes.start(config.train.ddp_timeout)
     start = time.perf_counter()
     with contextlib.ExitStack() as held:

@@ -44,11 +44,10 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         processing_class=loaded.tokenizer,
         callbacks=[TrainingRecord(config, backend), InStep()] + ([accuracy] if val_questions else []),
     )
-    _check_every_example_kept(trainer.train_dataset, train_questions, config.data.train,
-                              config.model.max_seq_length)
+    lengths = _Lengths(loaded.tokenizer, config.prompt, config.model.max_seq_length)
+    lengths.check(trainer.train_dataset, train_questions, config.data.train)
     if val_questions:
-        _check_every_example_kept(trainer.eval_dataset, val_questions, config.data.validation or config.data.train,
-                                  config.model.max_seq_length)
+        lengths.check(trainer.eval_dataset, val_questions, config.data.validation or config.data.train)
         if processes.is_main():
             write_questions(val_questions, run_dir / VALIDATION_FILE)
     if processes.is_main():
@@ -79,23 +78,38 @@ def prompt_completion_dataset(questions: list[Question], prompt: PromptConfig | 
     ])
 
 
-def _check_every_example_kept(prepared, questions: list[Question], source: str, max_seq_length: int) -> None:
-    """TRL drops examples whose answer was cut off by ``max_length``; training on fewer than asked, silently,
-    is worse than stopping. Padding-free batches are not cut at all (TRL's ``max_length`` is None then), so an
-    example longer than ``model.max_seq_length`` stops the run the same way."""
-    kept = {row["id"]: len(row["input_ids"]) for row in prepared.select_columns(["id", "input_ids"])}
-    lost = [q for q in questions if q.id not in kept]
-    if lost:
-        q = lost[0]
-        raise DataError(source, f"{len(lost)} example(s) have no answer token left after truncating "
-                        f"to model.max_seq_length={max_seq_length}, first id {q.id!r}",
-                        row=q.row or None, fix="raise model.max_seq_length or shorten the question")
-    long = [q for q in questions if kept[q.id] > max_seq_length]
-    if long:
-        q = long[0]
-        raise DataError(source, f"{len(long)} example(s) are longer than model.max_seq_length={max_seq_length} "
-                        f"tokens and padding-free batches are not truncated, first id {q.id!r} ({kept[q.id]} tokens)",
-                        row=q.row or None, fix="raise model.max_seq_length or shorten the question")
+class _Lengths:
+    """Every example trained whole, or the run stops. TRL drops an example whose answer ``max_length`` cut off
+    (training on fewer than asked, silently, is worse than stopping); padding-free batches are not cut at all (TRL's
+    ``max_length`` is None then) and packing cuts an example longer than a row, so an example longer than
+    ``model.max_seq_length`` stops the run the same way."""
+
+    def __init__(self, tokenizer, prompt: PromptConfig, max_seq_length: int):
+        self.tokenizer, self.prompt, self.max_seq_length = tokenizer, prompt, max_seq_length
+
+    def check(self, prepared, questions: list[Question], source: str) -> None:
+        if "id" in prepared.column_names:
+            kept = dict(zip(prepared["id"], map(len, prepared["input_ids"])))
+        else:  # packed rows keep the token columns only: measure each example as the chat template renders it
+            kept = {q.id: self._rendered_length(q) for q in questions}
+        fix = "raise model.max_seq_length or shorten the question"
+        lost = [q for q in questions if q.id not in kept]
+        if lost:
+            q = lost[0]
+            raise DataError(source, f"{len(lost)} example(s) have no answer token left after truncating "
+                            f"to model.max_seq_length={self.max_seq_length}, first id {q.id!r}", row=q.row or None,
+                            fix=fix)
+        long = [q for q in questions if kept[q.id] > self.max_seq_length]
+        if long:
+            q = long[0]
+            raise DataError(source, f"{len(long)} example(s) are longer than model.max_seq_length="
+                            f"{self.max_seq_length} tokens, which padding-free and packed batches do not cut to "
+                            f"fit, first id {q.id!r} ({kept[q.id]} tokens)", row=q.row or None, fix=fix)
+
+    def _rendered_length(self, question: Question) -> int:
+        row = prompt_completion_dataset([question], self.prompt)[0]
+        text = self.tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config,

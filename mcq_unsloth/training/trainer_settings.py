@@ -91,14 +91,18 @@ _NOTES = {"gradient_checkpointing": "  (train.gradient_checkpointing is applied 
 _GRPO_READS_ITSELF = ("eval_steps", "per_device_eval_batch_size", "load_best_model_at_end", "metric_for_best_model")
 
 
-def check(config: Config) -> None:
+def check(config: Config, source: str | None = None) -> None:
     """Raise :class:`ConfigError` listing every problem of the trainer settings: unknown names (with the nearest),
     values of the wrong type, choices the library lacks, toolkit-owned fields, a setting in the other section, and
-    what TRL's own configuration refuses or switches off. Imports TRL: call it once the backend is chosen."""
+    what TRL's own configuration refuses or switches off; ``source`` names the recipe in the message. Imports TRL:
+    call it once the backend is chosen."""
     problems = _name_and_type_problems(config)
     if problems:
-        raise ConfigError(problems)
-    trainer_config(config, Path("runs/check"), evaluating=_evaluates(config))  # TRL's own checks, as one line
+        raise ConfigError(problems, source)
+    try:
+        trainer_config(config, Path("runs/check"), evaluating=_evaluates(config))  # TRL's own checks, as one line
+    except ConfigError as error:
+        raise ConfigError(error.problems, source) from None
 
 
 def trainer_config(config: Config, run_dir: Path, evaluating: bool):
@@ -112,11 +116,19 @@ def trainer_config(config: Config, run_dir: Path, evaluating: bool):
     except ValueError as error:
         raise ConfigError([f"train/grpo: TRL's {cls.__name__} refuses these settings: "
                            f"{' '.join(str(error).split())}"]) from None
-    problems = [f"{_section(config, name)}.{name}: {reason}" for name, reason in _SWITCHED_OFF.items()
+    problems = [f"{_section(config, name)}.{name}: {_switched_off_reason(name)}" for name in _SWITCHED_OFF
                 if kwargs.get(name) and not getattr(args, name, True)]
     if problems:
         raise ConfigError(problems)
     return args
+
+
+def _switched_off_reason(name: str) -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "the installed Unsloth or TRL turned it off when the configuration was built (their messages say why)"
+    return _SWITCHED_OFF[name]
 
 
 def trainer_kwargs(config: Config, run_dir: Path, evaluating: bool) -> dict[str, Any]:
@@ -156,26 +168,27 @@ def resolved_yaml(config: Config, run_dir: Path, header: str = "") -> str:
     given = trainer_kwargs(config, run_dir, evaluating)
     owned = owned_values(config, run_dir, evaluating)
     built = _plain(args.to_dict())
-    library = _library_label()
-    sections = _split_by_section(config, built)
-    lines = [header] if header else []
-    text = dump_yaml(config)
     defaults = _dataclass_defaults(type(args))
-    for section in ("train", "grpo"):
-        names = [n for n in sections[section] if not (config.task == "grpo" and n in _GRPO_READS_ITSELF)]
-        changed = [n for n in names if n in given and n not in owned and not _same(n, built[n], given[n])]
-        extra = [f"  # {n}: runs as {_inline(built[n])}; the installed libraries change the {_inline(_plain(given[n]))} "
-                 f"given" for n in changed]
-        groups = (("set by mcq-unsloth for this run (OWNED in training/trainer_settings.py)", [n for n in names if n in owned]),
-                  ("derived by the installed libraries when the configuration is built, not given", [n for n in names if n not in given and
-                                                                        not _same(n, built[n], defaults.get(n))]),
-                  (f"library defaults, not set by this recipe ({library})", [n for n in names if n not in given and
-                                                                            _same(n, built[n], defaults.get(n))]))
-        for title, group in groups:
+    text = dump_yaml(config)
+    for section, names in _split_by_section(config, built).items():
+        if config.task == "grpo":
+            names = [n for n in names if n not in _GRPO_READS_ITSELF]  # shown above as ours, not given to TRL
+        unset = [n for n in names if n not in given]
+        extra = [f"  # {n}: runs as {_inline(built[n])}; the installed libraries change the "
+                 f"{_inline(_plain(given[n]))} given" for n in names
+                 if n in given and n not in owned and not _same(n, built[n], given[n])]
+        groups = {
+            "set by mcq-unsloth for this run (OWNED in training/trainer_settings.py)": [n for n in names if n in owned],
+            "derived by the installed libraries when the configuration is built, not given":
+                [n for n in unset if not _same(n, built[n], defaults.get(n))],
+            f"library defaults, not set by this recipe ({_library_label()})":
+                [n for n in unset if _same(n, built[n], defaults.get(n))],
+        }
+        for title, group in groups.items():
             if group:
                 extra += [f"  # {title}:"] + [f"  #   {n}: {_inline(built[n])}{_NOTES.get(n, '')}" for n in group]
         text = _append_to_section(text, section, extra)
-    return "\n".join(lines + [text.rstrip("\n")]) + "\n"
+    return "\n".join(([header] if header else []) + [text.rstrip("\n")]) + "\n"
 
 
 def library_record(args) -> dict[str, Any]:
@@ -217,7 +230,8 @@ def _name_problem(task: str, section: str, name: str, ours: list[str]) -> str | 
     if name in RENAMED:
         return f"{key}: not a setting of the installed transformers or TRL; write {RENAMED[name]}"
     if section == "train" and name in _section_fields(task, "grpo"):
-        return f"{key}: a GRPO setting (GRPOConfig): write grpo.{name}" + ("" if task == "grpo" else ", with task: grpo")
+        also = ", with task: grpo" if task != "grpo" else ""
+        return f"{key}: a GRPO setting (GRPOConfig): write grpo.{name}{also}"
     if section == "grpo" and name in _base_fields():
         return f"{key}: a setting of every trainer (TrainingArguments): write train.{name}"
     if name in _task_fields("sft"):
