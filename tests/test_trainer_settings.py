@@ -202,11 +202,11 @@ def test_an_example_longer_than_max_seq_length_stops_padding_free_and_packed_run
 
     short = Question(id="s", question="1+1?", options={"A": "2", "B": "3"}, answer="A", row=2)
     long = Question(id="l", question="很长的问题" * 60, options={"A": "是", "B": "否"}, answer="B", row=3)
-    lengths = _Lengths(tiny_tokenizer, PromptConfig(), 128)
+    lengths = _Lengths(tiny_tokenizer, PromptConfig(), 256)  # the template alone is about 170 tokens
     flattened = Dataset.from_list([{"id": "s", "input_ids": [1] * 60}, {"id": "l", "input_ids": [1] * 300}])
-    with pytest.raises(DataError, match=r"1 example\(s\) are longer than model.max_seq_length=128 tokens.*'l' \(300"):
+    with pytest.raises(DataError, match=r"1 example\(s\) are longer than model.max_seq_length=256 tokens.*'l' \(300"):
         lengths.check(flattened, [short, long], "q.csv")
-    packed = Dataset.from_list([{"input_ids": [1] * 128}])  # TRL's packed rows: token columns only
+    packed = Dataset.from_list([{"input_ids": [1] * 256}])  # TRL's packed rows: token columns only
     with pytest.raises(DataError, match=r"first id 'l'") as raised:
         lengths.check(packed, [short, long], "q.csv")
     assert "row 3" in str(raised.value)
