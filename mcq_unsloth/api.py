@@ -350,17 +350,17 @@ def export(source, out, *, format: str = "gguf", quant=None, verify: bool = Fals
     """Export ``source`` (a run folder, a LoRA adapter folder or a model folder) into the folder ``out`` and
     return the files written. ``format``: ``lora`` (the adapter as it is), ``merged`` (LoRA merged into the base's
     ``dtype`` weights, checked against the adapter) or ``gguf`` (one file per ``quant``, one name or several, of
-    f32, f16, bf16, q8_0 (the default), q4_k_m, q5_k_m, q6_k, each with an Ollama Modelfile; ``verify`` checks
+    f32, f16 (the default), bf16, q8_0, q4_k_m, q5_k_m, q6_k, each with an Ollama Modelfile; ``verify`` checks
     each in llama.cpp). An ``out`` that
     holds files is replaced only with ``overwrite``, and never one that is, holds or lies in the source.
 
     >>> files = mu.export("runs/smoke", "exports/smoke", quant=("q8_0", "q4_k_m"))   # doctest: +SKIP
     """
-    from .convert.run import export_model
+    from .convert.run import GGUF_DEFAULT, export_model
 
     if quant is not None and format != "gguf":
         raise ExportError("--quant is for --format gguf")
-    quants = ("q8_0",) if quant is None else (quant,) if isinstance(quant, str) else tuple(quant)
+    quants = (GGUF_DEFAULT,) if quant is None else (quant,) if isinstance(quant, str) else tuple(quant)
     summary = export_model(str(source), format, Path(out), quants=quants,
                            base=base, checkpoint=checkpoint, dtype=dtype, verify=verify, overwrite=overwrite,
                            progress=progress)

@@ -216,12 +216,16 @@ class GrpoArgs:
         return found
 
 
+FORMAT_VERSION = 1  # the recipe format this code reads; a recipe states the one it was written for
+
+
 @dataclass
 class Config:
-    """A whole recipe."""
+    """A whole recipe. ``version`` is the recipe format it was written for: a newer one than this code reads
+    (:data:`FORMAT_VERSION`) is refused rather than half understood."""
 
     task: str = _choice("sft", "sft", "grpo", doc="what running the recipe does")
-    version: int = 1
+    version: int = FORMAT_VERSION
     model: ModelArgs = field(default_factory=ModelArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     data: DataArgs = field(default_factory=DataArgs)
@@ -232,9 +236,15 @@ class Config:
     def problems(self) -> list[str]:
         from .processes import count
 
+        found = []
+        if not 1 <= self.version <= FORMAT_VERSION:
+            found.append(f"version: this recipe is written for format {self.version}, and this mcq-unsloth reads "
+                         f"format {FORMAT_VERSION}" + (": upgrade mcq-unsloth (pip install -U mcq-unsloth)"
+                                                       if self.version > FORMAT_VERSION else ""))
         # TRL's groups span the processes of a launch: a batch is checked in this launch's process count.
-        problem = grpo_batch_problem(self, count())
-        return [problem] if problem else []
+        if problem := grpo_batch_problem(self, count()):
+            found.append(problem)
+        return found
 
 
 def grpo_batch_problem(config: Config, processes: int) -> str | None:

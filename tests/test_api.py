@@ -208,10 +208,15 @@ def test_train_refuses_an_existing_run_and_a_bad_override(tmp_path):
 # --- export -----------------------------------------------------------------------------------------------
 
 def test_export_returns_the_files_it_wrote(tmp_path, tiny_model_dir):
+    from helpers import run
+
     files = mcq_unsloth.export(tiny_model_dir, tmp_path / "g", quant=["f16", "q8_0"])
     assert sorted(p.name for p in files) == ["g-f16.Modelfile", "g-f16.gguf", "g-q8_0.Modelfile", "g-q8_0.gguf"]
     assert all(p.is_file() for p in files) and files.summary["format"] == "gguf"
     assert mcq_unsloth.export(tiny_model_dir, tmp_path / "one", quant="q8_0")[0].name == "one-q8_0.gguf"
+    assert mcq_unsloth.export(tiny_model_dir, tmp_path / "d")[0].name == "d-f16.gguf"  # the CLI's default too
+    assert run("export", tiny_model_dir, "--format", "gguf", "--out", tmp_path / "c").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.gguf")) == ["c-f16.gguf"]
     with pytest.raises(mcq_unsloth.errors.ExportError, match="--quant is for --format gguf"):
         mcq_unsloth.export(tiny_model_dir, tmp_path / "m", format="merged", quant="q8_0")
     with pytest.raises(FileExistsError):

@@ -45,6 +45,8 @@ MISTAKES = [
     ({"train": {"load_best_model_at_end": True, "eval_steps": 30, "save_steps": 100}}, [], "multiple of eval_steps"),
     ({}, ["lora.r"], "write --set section.key=value"),                                              # no '='
     ({"lora": 5}, [], "lora: expected a mapping"),
+    ({"version": 2}, [], "version: this recipe is written for format 2, and this mcq-unsloth reads format 1: upgrade"),
+    ({"version": 0}, [], "version: this recipe is written for format 0, and this mcq-unsloth reads format 1"),
 ]
 
 

@@ -18,7 +18,7 @@ from mcq_unsloth.errors import ExportError
 from mcq_unsloth.resources import shipped_file
 
 import gguf
-import llama_cpp  # make install builds it
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make install builds it)")
 
 QUICK = ["data.train=synth:48", "data.validation=synth-held-out:16", "train.max_steps=4", "train.save_steps=4",
          "train.eval_steps=4", "train.per_device_train_batch_size=8"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import libraries_on_stderr, user_errors
-from ..convert.run import QUANTS
+from ..convert.run import GGUF_DEFAULT, QUANTS
 
 
 @click.command()
@@ -18,8 +18,9 @@ from ..convert.run import QUANTS
               help="lora: the adapter as it is; merged: LoRA merged into the base's 16-bit weights; gguf: one file "
                    "per --quant for llama.cpp and Ollama, each with a Modelfile.")
 @click.option("--quant", "quants", type=click.Choice(QUANTS), multiple=True,
-              help="gguf: quantization, repeatable (default f16). f32/f16/bf16/q8_0 are written by gguf-py; the "
-                   "K-quants by llama.cpp's quantizer (needs llama-cpp-python).")
+              help=f"gguf: quantization, repeatable (default {GGUF_DEFAULT}: the one that answered as the float32 "
+                   f"model in the README's checks). f32/f16/bf16/q8_0 are written by gguf-py; the K-quants by "
+                   f"llama.cpp's quantizer (needs llama-cpp-python).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
 @click.option("--base", default=None, help="The adapter's base model, instead of the one adapter_config.json names "
                                            "(e.g. a local copy; nothing is downloaded).")
@@ -39,7 +40,7 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 
     out = Path(out)
     with user_errors(out), libraries_on_stderr():
-        written = export_model(source, out, format=fmt, quant=quants or (("f16",) if fmt == "gguf" else None),
+        written = export_model(source, out, format=fmt, quant=quants or None,
                                verify=verify, overwrite=overwrite, base=base, checkpoint=checkpoint, dtype=dtype)
     click.echo(json.dumps(written.summary, ensure_ascii=False))
 
