@@ -289,7 +289,7 @@ def _train_launched(recipe, sets: list[str], typed: dict, out, resume: bool, ove
     """:func:`train` in ``num_processes`` processes started by accelerate's launcher; the summary is the one the
     main process wrote into ``run.json``."""
     from .processes import launch_command, run_launch
-    from .training.folders import finished_summary
+    from .records import finished_summary
     from .training.recipes import find_recipe
 
     if isinstance(recipe, dict) or with_data:
@@ -411,7 +411,7 @@ def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, o
     """An evaluation's results in the model card of the folder evaluated, with the command that repeats it."""
     import shlex
 
-    from .convert.card import add_evaluation
+    from .cards import add_evaluation
 
     precision = decided.precision
     command = ["mcq-unsloth", "eval", "--model", decided.source, "--data", _name(data), "--mode", settings.mode,
@@ -427,7 +427,7 @@ def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, o
 
 def _card_folder(decided: Plan) -> Path:
     """The folder whose model card an evaluation goes into; raises OutputError when it has no card of ours."""
-    from .convert.card import check_card
+    from .cards import check_card
 
     if decided.gguf or not Path(decided.source).is_dir():
         raise OutputError(f"card: {decided.source} is not a model folder; the results go into the card of an adapter "
@@ -474,7 +474,7 @@ def _loaded(model, decided: Plan, backend: str) -> Model:
 
 def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: bool) -> tuple[dict, dict]:
     """The raw records of every question, answered in memory, and the counts and speed of it."""
-    from .inference.debias import estimate_prior
+    from .inference.answering import estimate_prior
 
     start = time.perf_counter()
     prior = estimate_prior(loaded.engine, questions, settings.debias, settings.debias_seed, loaded.plan.prompt,

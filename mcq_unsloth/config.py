@@ -29,11 +29,9 @@ import yaml
 
 from .data.synth import source_problem
 from .errors import ConfigError
+from .model.lora import LoraArgs
 from .model.precision import DTYPES
 from .prompts import PromptConfig
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
 
 def _choice(default: str, *choices: str, doc: str = ""):
     return field(default=default, metadata={"choices": choices, "doc": doc})
@@ -66,31 +64,6 @@ class ModelArgs:
             found.append(f"model.max_seq_length: {self.max_seq_length} is too short (at least 16)")
         if self.name.startswith("tiny:") and self.name[5:] not in ("qwen2", "llama"):
             found.append(f"model.name: {self.name!r}: tiny models are 'tiny:qwen2' or 'tiny:llama'")
-        return found
-
-
-@dataclass
-class LoraArgs:
-    """LoRA adapter settings, with PEFT's field names."""
-
-    r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
-    bias: str = _choice("none", "none", "all", "lora_only")
-    use_rslora: bool = False
-
-    def problems(self) -> list[str]:
-        found = []
-        if self.r < 1:
-            found.append(f"lora.r: must be at least 1, got {self.r}")
-        if self.lora_alpha <= 0:
-            found.append(f"lora.lora_alpha: must be positive (LoRA scales its update by lora_alpha / r), got "
-                         f"{self.lora_alpha}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            found.append(f"lora.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
-        if not self.target_modules:
-            found.append("lora.target_modules: name at least one module, e.g. q_proj")
         return found
 
 
@@ -185,7 +158,7 @@ class TrainArgs:
 class GrpoArgs:
     """GRPO settings, passed to TRL's ``GRPOConfig`` under the same names.
 
-    ``reward_weights`` names the rewards of :mod:`mcq_unsloth.training.rewards` to compute, with their weights; a weight
+    ``reward_weights`` names the rewards of :mod:`mcq_unsloth.rewards` to compute, with their weights; a weight
     of 0 logs a reward without training on it (``contest_format``, for comparison with the contest's runs). Any other
     field of ``GRPOConfig`` that is GRPO's own (``loss_type``, ``scale_rewards``, ``epsilon``...) goes in
     ``passthrough``.
@@ -202,7 +175,7 @@ class GrpoArgs:
     passthrough: dict[str, Any] = _passthrough()
 
     def problems(self) -> list[str]:
-        from .training.rewards import REWARDS
+        from .rewards import REWARDS
 
         found = []
         if self.num_generations < 2:

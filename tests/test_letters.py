@@ -246,7 +246,7 @@ def replace_raw(settings, folder, name):
 
 
 def test_a_resumed_debiased_output_divides_by_its_stored_prior(tmp_path, tiny_tokenizer, monkeypatch):
-    from mcq_unsloth.inference import debias
+    from mcq_unsloth.inference import answering
     from mcq_unsloth.inference.files import predict_file
 
     questions = mixed_questions(40)
@@ -257,7 +257,7 @@ def test_a_resumed_debiased_output_divides_by_its_stored_prior(tmp_path, tiny_to
                  progress=False)
     lines = cut.read_text().splitlines(keepends=True)
     cut.write_text("".join(lines[:11]))  # ten answers survive a crash
-    monkeypatch.setattr(debias, "estimate_prior", lambda *a, **k: pytest.fail("estimated again on resume"))
+    monkeypatch.setattr(answering, "estimate_prior", lambda *a, **k: pytest.fail("estimated again on resume"))
     engine = PositionBiased(tiny_tokenizer)
     counts = predict_file(engine, questions, cut, replace_raw(settings, tmp_path, "cut"), resume=True, progress=False)
     assert counts["skipped"] == 10 and cut.read_text() == (tmp_path / "whole.csv").read_text()

@@ -6,7 +6,7 @@ import pytest
 
 from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth import Question
-from mcq_unsloth.config import LoraArgs
+from mcq_unsloth.model.lora import LoraArgs
 from mcq_unsloth.data.synth import synth_questions
 from mcq_unsloth.errors import ModelLoadError
 from mcq_unsloth.inference.scoring import letter_token_ids, score_questions

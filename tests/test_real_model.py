@@ -81,7 +81,7 @@ def test_the_templates_end_of_turn_is_taught_and_stops_generation(smollm2_dir, c
     and generation stops on it."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraArgs
+    from mcq_unsloth.model.lora import LoraArgs
     from mcq_unsloth import Question
     from mcq_unsloth.inference.scoring import generate_answers, prompt_token_ids, stop_token_ids
     from mcq_unsloth.prompts import PromptConfig

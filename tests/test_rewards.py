@@ -2,7 +2,7 @@
 
 import pytest
 
-from mcq_unsloth.training.rewards import REWARDS, contest_format, correct, format, neutral
+from mcq_unsloth.rewards import REWARDS, contest_format, correct, format, neutral
 
 # The contest's markers, one behaviour per row: (completion, reward)
 CONTEST = [

@@ -3,7 +3,8 @@
 import pytest
 
 from mcq_unsloth.errors import RunExists
-from mcq_unsloth.training.folders import git_commit, latest_checkpoint, prepare_run_dir
+from mcq_unsloth.records import git_commit, latest_checkpoint
+from mcq_unsloth.training.folders import prepare_run_dir
 
 
 def test_new_existing_overwrite_and_resume(tmp_path):

@@ -73,7 +73,7 @@ def test_labels_cover_only_the_answer(tiny_model_dir, tmp_path):
     labelled, every prompt token is -100."""
     from trl import SFTConfig, SFTTrainer
 
-    from mcq_unsloth.config import LoraArgs
+    from mcq_unsloth.model.lora import LoraArgs
     from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.training.sft import prompt_completion_dataset
     from mcq_unsloth.data.synth import synth_questions
@@ -185,7 +185,7 @@ def test_eval_asks_an_adapter_with_the_prompt_it_was_trained_on(tmp_path, run_re
     from mcq_unsloth.inference.scoring import score_questions
     from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.prompts import PromptConfig
-    from mcq_unsloth.training.folders import training_record
+    from mcq_unsloth.records import training_record
     from mcq_unsloth.data.synth import synth_questions
 
     out = tmp_path / "run"

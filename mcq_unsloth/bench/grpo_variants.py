@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..outputs import empty_folder, write_text
-from ..training.folders import finished_summary
+from ..records import finished_summary
 from ..training.recipes import find_recipe
 from ..training.run import run_training
 

@@ -12,8 +12,7 @@ import time
 from collections import Counter
 
 from ..data.questions import Question
-from ..inference.answering import Answers, PredictSettings, metrics
-from ..inference.debias import estimate_prior
+from ..inference.answering import Answers, PredictSettings, estimate_prior, metrics
 
 
 def compare_letters(model, questions: list[Question], debias: list[int], seed: int = 0, prompt=None,

@@ -184,7 +184,7 @@ def run_bench(model: str, out, tasks: tuple[str, ...] = TASKS, seq_len: int = 51
 
     from ..outputs import write_text
     from ..plots import plot_bench
-    from ..training.folders import git_commit, library_versions
+    from ..records import git_commit, library_versions
     from ..model.tiny import SHAPES, build_shaped_model, build_tiny_model
 
     out = Path(out)

@@ -64,7 +64,7 @@ def measure_grpo(job: dict, backend: str) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from ..training.grpo import prompt_dataset
-    from ..training.rewards import REWARDS
+    from ..rewards import REWARDS
     from ..data.synth import synth_questions
 
     loaded = _training_model(job, backend)
@@ -120,7 +120,7 @@ MEASURES = {"sft": measure_sft, "grpo": measure_grpo, "score": measure_inference
 # --- helpers ------------------------------------------------------------------------------------------
 
 def _training_model(job: dict, backend: str):
-    from ..config import LoraArgs
+    from ..model.lora import LoraArgs
     from ..model.backends import load_model
 
     return load_model(job["model"], backend=backend, dtype="auto", load_in_4bit=job["load_in_4bit"],

@@ -158,7 +158,7 @@ def recipe_run(name, overrides, out, resume, overwrite, num_processes, config_fi
     mcq_unsloth recipe NAME ...) every process runs it and the main one writes the run folder."""
     from ..api import train
     from ..processes import is_main
-    from ..training.folders import latest_checkpoint
+    from ..records import latest_checkpoint
 
     run_dir = Path(out or Path("runs") / Path(name).stem)
     with user_errors(run_dir), libraries_on_stderr():
@@ -237,7 +237,7 @@ def demo(out, overwrite):
     with the smoke recipe, score it again, export it to GGUF and compare llama.cpp's answers.
 
     Ends with one JSON line: accuracy_before, accuracy_after, gguf_agreement, seconds, run_dir."""
-    from ..training.demo import run_demo
+    from ..demo import run_demo
     from ..outputs import check_writable
 
     with user_errors(out), libraries_on_stderr():

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ExportError
-from .card import export_card, write_card
+from ..cards import export_card, write_card
 from .gguf_writer import GGUF_PY_QUANTS
 from .quantize import LLAMA_CPP_QUANTS, fallbacks
 
@@ -36,7 +36,7 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
     from transformers import AutoTokenizer
 
     from ..prompts import PromptConfig, build_messages
-    from ..training.folders import training_record
+    from ..records import training_record
 
     adapter, model, run_dir = resolve_source(source, checkpoint)
     record = training_record(adapter) if adapter else None
@@ -137,7 +137,7 @@ def source_folders(source: str, checkpoint: int | None, base: str | None) -> lis
 
 def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Path | None, Path | None]:
     """(adapter folder, model folder, run folder) for an export source; exactly one of the first two is set."""
-    from ..training.folders import checkpoint_problem
+    from ..records import checkpoint_problem
 
     path = Path(source)
     if (path / "run.json").is_file():
@@ -163,7 +163,7 @@ def sample_questions(run_dir: Path | None):
     shipped Chinese ones."""
     from ..data.questions import read_questions
     from ..resources import shipped_file
-    from ..training.folders import VALIDATION_FILE
+    from ..records import VALIDATION_FILE
 
     if run_dir is not None and (run_dir / VALIDATION_FILE).is_file():
         return read_questions(run_dir / VALIDATION_FILE)[:SAMPLE]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-from ..config import DataArgs
 from ..errors import DataError
 from ..resources import shipped_file
 from .questions import (Question, Share, block_bounds, read_questions, read_share, records_to_questions,
@@ -102,24 +101,27 @@ def questions_frame(questions: list[Question]):
                                                                              else [])])
 
 
-def load_splits(config: DataArgs) -> tuple[list[Question], list[Question]]:
-    """Train and validation questions: ``validation`` if given, else a seeded ``val_fraction`` of train.
-    Both must be labelled. ``subset`` then keeps an answer-stratified share of train."""
-    if not config.train:
+def load_splits(train: str | None, validation: str | None = None, val_fraction: float = 0.0, subset: float = 1.0,
+                seed: int = 0) -> tuple[list[Question], list[Question]]:
+    """Train and validation questions from the sources a recipe's ``data`` names (any :func:`load_questions`
+    takes): ``validation`` if given, else a seeded ``val_fraction`` of train. Both must be labelled. ``subset``
+    then keeps an answer-stratified share of train."""
+    if not train:
         raise DataError("data.train", "no training data is set",
                         fix="pass --set data.train=PATH (CSV, TSV, JSONL or Parquet)")
-    train = load_questions(config.train, config.seed)
-    if config.validation:
+    source, validation_source = train, validation
+    train = load_questions(source, seed)
+    if validation_source:
         # A different seed, so generated validation questions are not the training ones.
-        validation = load_questions(config.validation, config.seed + 1)
+        validation = load_questions(validation_source, seed + 1)
     else:
-        train, validation = split_questions(train, config.val_fraction, config.seed)
+        train, validation = split_questions(train, val_fraction, seed)
     for name, questions in (("train", train), ("validation", validation)):
         unlabelled = next((q for q in questions if q.answer is None), None)
         if unlabelled is not None:
-            source = config.train if name == "train" or not config.validation else config.validation
-            raise DataError(source, "training needs answers and this file has none", column="answer",
+            named = source if name == "train" or not validation_source else validation_source
+            raise DataError(named, "training needs answers and this file has none", column="answer",
                             fix="add an answer column (A-D) to every row")
-    if config.subset < 1.0:
-        train = stratified_subset(train, config.subset, config.seed)
+    if subset < 1.0:
+        train = stratified_subset(train, subset, seed)
     return train, validation

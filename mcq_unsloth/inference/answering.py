@@ -11,11 +11,12 @@ in score mode, the vote's accuracy beside the mean's. ``top_k`` ranks the letter
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..data.questions import LETTERS, Question
+from .debias import Prior, debiased, prior_from_rotations, sample_for_prior
 
 
 @dataclass
@@ -315,8 +316,6 @@ def _answer(model, chunk: list[Question], settings: PredictSettings, prompt, bat
 
 def _answer_debiased(model, chunk: list[Question], settings: PredictSettings, prompt, batch_size: int, prefix,
                      prior) -> list:
-    from .debias import debiased
-
     sample = prior.sampled
     sampled = [q for q in chunk if q.id in sample and q.id not in prior.records]
     circular = replace(settings, circular=True, debias=None, top_k=None)
@@ -414,3 +413,18 @@ def _empty_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def estimate_prior(model, questions: list[Question], n: int, seed: int, prompt=None, batch_size: int | None = None,
+                   progress: bool = False) -> Prior:
+    """Ask ``n`` questions of each option count (:func:`~mcq_unsloth.inference.debias.sample_for_prior`) in every rotation and estimate the
+    prior of each count (:func:`~mcq_unsloth.inference.debias.prior_from_rotations`); their circular records are kept in ``records``."""
+    sample = sample_for_prior(questions, n, seed)
+    circular = PredictSettings(mode="score", batch_size=batch_size, circular=True)
+    records = Answers(model, sample, circular, prompt, progress).records()
+    by_count: dict[int, list] = defaultdict(list)
+    for q in sample:
+        by_count[len(q.options)].append([detail["probabilities"] for detail in records[q.id]["details"]])
+    return Prior({str(count): prior_from_rotations(found) for count, found in sorted(by_count.items())},
+                 [q.id for q in sample], {str(count): len(found) for count, found in sorted(by_count.items())},
+                 records)

@@ -95,23 +95,6 @@ def debiased(probabilities: dict[str, float], prior: dict[str, float]) -> dict[s
     return {letter: round(w / total, 12) for letter, w in weights.items()}
 
 
-def estimate_prior(model, questions: list[Question], n: int, seed: int, prompt=None, batch_size: int | None = None,
-                   progress: bool = False) -> Prior:
-    """Ask ``n`` questions of each option count (:func:`sample_for_prior`) in every rotation and estimate the
-    prior of each count (:func:`prior_from_rotations`); their circular records are kept in ``records``."""
-    from .answering import Answers, PredictSettings
-
-    sample = sample_for_prior(questions, n, seed)
-    circular = PredictSettings(mode="score", batch_size=batch_size, circular=True)
-    records = Answers(model, sample, circular, prompt, progress).records()
-    by_count: dict[int, list] = defaultdict(list)
-    for q in sample:
-        by_count[len(q.options)].append([detail["probabilities"] for detail in records[q.id]["details"]])
-    return Prior({str(count): prior_from_rotations(found) for count, found in sorted(by_count.items())},
-                 [q.id for q in sample], {str(count): len(found) for count, found in sorted(by_count.items())},
-                 records)
-
-
 def prior_path(out: Path) -> Path:
     """Where an output's prior is kept, so a resume divides by the same one: ``OUT.prior.json``."""
     return out.with_name(f"{out.name}.prior.json")

@@ -71,7 +71,8 @@ def prior_for(model, questions, out: Path, settings: PredictSettings, prompt, re
     the sample of ``questions()`` (the whole file's, or the sample itself) and stored there before any answer is
     written."""
     from ..outputs import write_text
-    from .debias import estimate_prior, prior_path, read_prior
+    from .answering import estimate_prior
+    from .debias import prior_path, read_prior
 
     if resume and (stored := read_prior(out)) is not None:
         return stored

@@ -74,7 +74,7 @@ def plan(model: str, *, base: str | None = None, dtype: str = "auto", load_in_4b
     runs in its own), and the prompt: ``prompt`` (a template name or a :class:`PromptConfig`), else the training
     record's, else the default."""
     from ..model.precision import inference_precision
-    from ..training.folders import training_record
+    from ..records import training_record
 
     model = str(model)
     if model.endswith(".gguf"):

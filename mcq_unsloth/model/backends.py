@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import processes
-from ..config import LoraArgs
 from ..errors import ModelLoadError
+from .lora import LoraArgs
 from .precision import torch_dtype
 
 

@@ -2,7 +2,7 @@
 
 Each question becomes ``{"prompt": [system, user], "answer": "B", "options": {...}}``; TRL samples
 ``grpo.num_generations`` replies per prompt and passes ``answer`` and ``options`` to the reward functions of
-:mod:`mcq_unsloth.training.rewards`, weighted by ``grpo.reward_weights``. TRL logs each reward's mean and standard
+:mod:`mcq_unsloth.rewards`, weighted by ``grpo.reward_weights``. TRL logs each reward's mean and standard
 deviation, the share of groups without reward spread (``frac_reward_zero_std``: no learning signal), KL and
 completion lengths; they are drawn in ``reward_curves.png``. Every ``train.eval_steps`` the letter accuracy on
 the validation questions is measured as ``eval`` would (``eval_accuracy``), and drawn beside the rewards.
@@ -19,8 +19,8 @@ from ..data.questions import Question, summarize, write_questions
 from ..data.sources import load_splits
 from ..errors import ModelLoadError
 from .trainer_settings import library_record, trainer_config
-from .folders import (VALIDATION_FILE, eval_command, last_logged, record_trainer, resume_checkpoint, write_history,
-    write_training_record)
+from ..records import VALIDATION_FILE
+from .folders import eval_command, last_logged, record_trainer, resume_checkpoint, write_history, write_training_record
 from ..model.backends import fast_inference_problem, load_model, model_source, resolve_backend
 from ..prompts import PromptConfig, build_messages
 
@@ -33,12 +33,13 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     from trl import GRPOTrainer
 
     from .callbacks import InStep, McqAccuracy, TrainingRecord
-    from .rewards import REWARDS
+    from ..rewards import REWARDS
 
     if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
         raise ModelLoadError(f"grpo.fast_inference is unavailable here: {problem}. Run without it "
                              f"(--set grpo.fast_inference=false): generation then uses transformers")
-    train_questions, val_questions = load_splits(config.data)
+    train_questions, val_questions = load_splits(config.data.train, config.data.validation, config.data.val_fraction,
+                                                 config.data.subset, config.data.seed)
     if not val_questions:
         log.warning("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
                     "letter accuracy is not measured during training, only its rewards")

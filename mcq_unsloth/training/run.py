@@ -19,7 +19,8 @@ from .. import processes
 from ..config import Config, dump_yaml, grpo_batch_problem
 from ..errors import USER_ERRORS, ConfigError, OutOfMemory, machine_errno
 from . import trainer_settings
-from .folders import latest_checkpoint, prepare_run_dir, record_finished, record_run
+from ..records import latest_checkpoint
+from .folders import prepare_run_dir, record_finished, record_run
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,8 @@ def _sharding_problem(strategy: str) -> str | None:
 
 
 def _write_card(adapter: Path, config: Config, result: dict, recipe: str) -> None:
-    """The adapter's model card (:mod:`mcq_unsloth.convert.card`), on the base its adapter_config.json names."""
-    from ..convert.card import adapter_card, write_card
+    """The adapter's model card (:mod:`mcq_unsloth.cards`), on the base its adapter_config.json names."""
+    from ..cards import adapter_card, write_card
     from ..model.backends import adapter_base
 
     write_card(adapter, adapter_card(adapter, dump_yaml(config), result, recipe, config.task,

@@ -15,8 +15,9 @@ from ..data.questions import Question, summarize, write_questions
 from ..data.sources import load_splits
 from ..errors import DataError
 from .trainer_settings import library_record, trainer_config
-from .folders import (VALIDATION_FILE, eval_command, last_logged, record_trainer, resume_checkpoint, whole_run_loss,
-    write_history, write_training_record)
+from ..records import VALIDATION_FILE
+from .folders import (eval_command, last_logged, record_trainer, resume_checkpoint, whole_run_loss, write_history,
+                      write_training_record)
 from ..model.backends import load_model, model_source, resolve_backend
 from ..prompts import PromptConfig, build_messages
 
@@ -28,7 +29,8 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     from .callbacks import InStep, McqAccuracy, TrainingRecord
 
-    train_questions, val_questions = load_splits(config.data)
+    train_questions, val_questions = load_splits(config.data.train, config.data.validation, config.data.val_fraction,
+                                                 config.data.subset, config.data.seed)
     source = processes.main_first(model_source, config.model.name, run_dir)  # a tiny: model, built once
     loaded = load_model(source, backend=backend, dtype=config.model.dtype,
                         load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,

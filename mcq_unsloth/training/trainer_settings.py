@@ -260,7 +260,7 @@ def _choice_problem(value: Any, allowed: list, what: str | None = None) -> str |
 
     >>> _choice_problem("adamw_fake", ["adamw_torch", "adamw_8bit", "sgd", "adafactor", "lion", "rmsprop", "lomo"],
     ...                 "an optimizer transformers knows")
-    "'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit' or 'adamw_torch'?"
+    "'adamw_fake' is not an optimizer transformers knows; did you mean 'adamw_8bit', 'adamw_torch' or 'adafactor'?"
     >>> _choice_problem("gspo", ["token", "sequence"])
     "'gspo' is not one of ['token', 'sequence']"
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ..extraction import extract_answer
+from .extraction import extract_answer
 
 _ANSWER_MARKER = re.compile(r"答案[:：]|Answer:", re.I)
 _REASON_MARKER = re.compile(r"理由[:：]|因为|根据")

@@ -11,14 +11,14 @@ import json
 import time
 from pathlib import Path
 
-from ..config import Config, load_config
-from ..data.questions import Question
-from ..model.backends import load_model, model_source, resolve_backend
-from ..outputs import empty_folder, write_text
-from .recipes import find_recipe
-from .folders import record_run
-from .trainer_settings import resolved_yaml
-from ..data.synth import synth_questions
+from .config import Config, load_config
+from .data.questions import Question
+from .model.backends import load_model, model_source, resolve_backend
+from .outputs import empty_folder, write_text
+from .training.recipes import find_recipe
+from .training.folders import record_run
+from .training.trainer_settings import resolved_yaml
+from .data.synth import synth_questions
 
 HELD_OUT_SEED = 2026  # not the seed of any shipped recipe's data
 
@@ -29,8 +29,8 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     recipe = find_recipe("smoke")
     config = load_config(recipe)
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth before transformers
-    from ..inference.llamacpp import llama_cpp
-    from .sft import train_sft
+    from .inference.llamacpp import llama_cpp
+    from .training.sft import train_sft
 
     llama_cpp("the demo's GGUF step")  # installed and able to run on this CPU, checked before training
 
@@ -51,8 +51,8 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
 def _gguf_agreement(run_dir: Path, questions: list[Question]) -> dict:
     """Export the trained model as it would be deployed (merged, then a q8_0 GGUF file) and compare llama.cpp's
     answers to the held-out questions with the merged model's in transformers."""
-    from ..convert.run import run_export
-    from ..convert.verify import verify_gguf
+    from .convert.run import run_export
+    from .convert.verify import verify_gguf
 
     merged = run_export(str(run_dir), "merged", run_dir / "merged", dtype="float32", progress=False)["out"]
     exported = run_export(merged, "gguf", run_dir / "gguf", quants=("q8_0",), progress=False)
@@ -61,7 +61,7 @@ def _gguf_agreement(run_dir: Path, questions: list[Question]) -> dict:
 
 def _accuracy(path: str, config: Config, backend: str, questions: list[Question]) -> float:
     """Letter-scoring accuracy of the model (or adapter) at ``path``."""
-    from ..inference.scoring import accuracy, score_questions
+    from .inference.scoring import accuracy, score_questions
 
     loaded = load_model(path, backend=backend, dtype=config.model.dtype, load_in_4bit=config.model.load_in_4bit,
                         max_seq_length=config.model.max_seq_length)

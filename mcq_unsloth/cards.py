@@ -88,7 +88,7 @@ def export_card(out: Path, fmt: str, source: Path, adapter: Path | None, result:
     how to load it."""
     import shlex
 
-    from ..model.backends import adapter_base
+    from .model.backends import adapter_base
 
     ours = adapter is not None and (adapter / CARD).is_file()  # the adapter's card, which training wrote
     from_card = _sections(adapter / CARD) if ours else {}
@@ -143,7 +143,7 @@ def _sections(path: Path) -> dict[str, str]:
 
 
 def write_card(folder: Path, text: str) -> Path:
-    from ..outputs import write_text
+    from .outputs import write_text
 
     write_text(Path(folder) / CARD, text)
     return Path(folder) / CARD
@@ -174,7 +174,7 @@ _EVALUATIONS = "<!-- evaluations by `mcq-unsloth eval --card` follow -->"
 
 def check_card(folder: Path) -> Path:
     """``folder`` when it holds a card of ours; raises :class:`~mcq_unsloth.errors.OutputError` otherwise."""
-    from ..errors import OutputError
+    from .errors import OutputError
 
     path = Path(folder) / CARD
     if _EVALUATIONS not in (path.read_text(encoding="utf-8") if path.is_file() else ""):
