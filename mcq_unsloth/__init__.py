@@ -4,7 +4,7 @@ Importing the package is cheap and has no side effects: torch, transformers and 
 model is loaded.
 """
 
-from .api import Model, Run, ensemble, evaluate, export, load, plot_run, predict, show_recipe, train
+from .api import Model, Run, ensemble, evaluate, export, load, plot_run, predict, show_recipe, synth, tiny, train
 from .data.questions import Question
 from .data.sources import load_questions, questions_frame
 from .errors import (ConfigError, DataError, ExportError, LaunchError, LlamaCppUnusable, LongQuestions, ModelLoadError,
@@ -13,7 +13,7 @@ from .extraction import extract_answer
 
 __version__ = "0.1.0"
 __all__ = ["Model", "Question", "Run", "ensemble", "evaluate", "export", "extract_answer", "load", "load_questions",
-           "plot_run", "predict", "questions_frame", "show_recipe", "train", "__version__",
+           "plot_run", "predict", "questions_frame", "show_recipe", "synth", "tiny", "train", "__version__",
            # the typed errors the API raises (mcq_unsloth.errors)
            "ConfigError", "DataError", "ExportError", "LaunchError", "LlamaCppUnusable", "LongQuestions", "ModelLoadError",
            "OutOfMemory", "OutputError", "OutputExists", "RecipeNotFound", "RunExists"]

@@ -19,12 +19,12 @@ from typing import Callable
 
 from . import processes
 from .data.sources import load_questions, load_share
-from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError
+from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError, OutputExists
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
-from .inference.combine import ensemble
 from .inference.loading import Model, Plan, load, load_planned, plan
 
-__all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "train"]
+__all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "show_recipe", "synth",
+           "tiny", "train"]
 
 MODES = ("score", "generate")
 ON_LONG = ("shorten", "error")
@@ -253,6 +253,94 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
 
     metrics = run_training(config, run_dir, source, resume=resume, overwrite=overwrite, prepare=store)
     return Run(run_dir, Path(metrics["adapter"]), metrics)
+
+
+def ensemble(predictions, weights=None, *, out: str | Path | None = None, overwrite: bool = False):
+    """One answer per question from several predictions (files, eval folders or DataFrames), as a DataFrame: the
+    weighted mean of their letter probabilities when every input has them, else a weighted vote
+    (:func:`mcq_unsloth.inference.combine.ensemble`). With ``out``, the answers are also written there as a CSV of
+    ``id`` and ``answer`` (a contest's submission file), replaced only with ``overwrite`` and never one of the
+    predictions.
+
+    >>> mu.ensemble(["runs/a/eval", "runs/b/eval"], weights=[2, 1], out="submission.csv")   # doctest: +SKIP
+    """
+    import io
+
+    from .inference.combine import ensemble as combine
+    from .outputs import check_writable, same_file, write_text
+
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not overwrite:
+            raise OutputExists(f"{out} exists; pass overwrite=True to replace it")
+        if any(isinstance(p, (str, Path)) and same_file(out, p) for p in predictions):
+            raise OutputError(f"{out} is one of the predictions; writing there would destroy it: choose another "
+                              f"output")
+        check_writable(out)
+    frame = combine(list(predictions), weights)
+    if out is not None:
+        text = io.StringIO()
+        frame[["id", "answer"]].to_csv(text, index=False, lineterminator="\n")
+        write_text(out, text.getvalue())
+    return frame
+
+
+def tiny(out: str | Path, *, arch: str = "qwen2", layers: int = 2, hidden: int = 64, shape: str | None = None,
+         seed: int = 0, overwrite: bool = False) -> Path:
+    """Write a tiny random model and its tokenizer to the folder ``out`` (seconds on a CPU; what the tests and the
+    smoke recipes train), or with ``shape`` (``qwen2.5-7b``...) a random model of that model's layers, built on a
+    CUDA GPU, for speed and memory figures. A folder that holds files is replaced only with ``overwrite``.
+
+    >>> mu.tiny("runs/tiny", arch="llama")                                           # doctest: +SKIP
+    """
+    from .model.tiny import SHAPES, build_shaped_model, build_tiny_model
+    from .outputs import check_writable, empty_folder
+
+    if hidden % 16:
+        raise ConfigError([f"hidden: {hidden} is not a multiple of 16"])
+    if shape is not None:
+        import torch
+
+        if shape not in SHAPES:
+            raise ConfigError([f"shape: {shape!r} is not one of {sorted(SHAPES)}"])
+        if not torch.cuda.is_available():
+            raise ConfigError([f"shape: {shape} writes a real-sized model (15-30 GB) made on a CUDA GPU, and there "
+                               f"is none; build it on the GPU machine, or leave shape out for a tiny model"])
+    check_writable(out, folder=True)
+    empty_folder(out, overwrite)
+    if shape is not None:
+        build_shaped_model(out, shape, seed=seed)
+    else:
+        build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
+    return Path(out)
+
+
+def synth(n: int = 400, *, seed: int = 0, kinds=None, held_out: bool = False, out: str | Path | None = None,
+          overwrite: bool = False):
+    """``n`` synthetic, learnable Chinese questions as a DataFrame (``kinds``: a list among
+    :data:`mcq_unsloth.data.synth.KINDS`, default the learnable ones; ``held_out``: the phrasings and characters that
+    training questions never use). With ``out`` (.csv, .tsv or .jsonl) they are also written there, replaced only
+    with ``overwrite``.
+
+    >>> frame = mu.synth(40, seed=1, out="runs/q.csv")                              # doctest: +SKIP
+    """
+    from .data.questions import write_questions
+    from .data.sources import questions_frame
+    from .data.synth import synth_questions
+    from .outputs import check_writable
+
+    if out is not None:
+        if Path(out).exists() and not overwrite:
+            raise OutputExists(f"{out} exists; pass overwrite=True to replace it")
+        check_writable(out)
+    try:
+        questions = synth_questions(n, seed, list(kinds) if kinds else None, held_out)
+    except ValueError as error:
+        raise ConfigError([f"kinds: {error}"]) from None
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_questions(questions, out)
+    return questions_frame(questions)
 
 
 def show_recipe(recipe, *, overrides=None, resolved: bool = True, out: str | Path | None = None) -> str:

@@ -346,3 +346,31 @@ def test_the_quickstart_notebook_runs_and_its_committed_outputs_come_from_a_run(
     assert "image/png" in figure.get("data", {})  # the curves, shown inline
     assert (tmp_path / "exports" / "quickstart" / "quickstart-q8_0.gguf").is_file()
     assert "quickstart-q8_0.gguf" in ran[-1].outputs[-1]["data"]["text/plain"]
+
+
+# --- tiny, synth, ensemble(out=): what the CLI writes, from Python -----------------------------------------
+
+def test_tiny_synth_and_an_ensembles_file_from_python(tmp_path):
+    import pandas as pd
+
+    folder = mcq_unsloth.tiny(tmp_path / "tiny", arch="llama", layers=1)
+    assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    with pytest.raises(mcq_unsloth.OutputExists):
+        mcq_unsloth.tiny(tmp_path / "tiny")  # holds files: replaced only with overwrite=True
+    with pytest.raises(mcq_unsloth.ConfigError, match="hidden: 70 is not a multiple of 16"):
+        mcq_unsloth.tiny(tmp_path / "odd", hidden=70)
+
+    frame = mcq_unsloth.synth(12, seed=3, out=tmp_path / "q.csv")
+    assert len(frame) == 12 and frame.equals(questions_frame(load_questions(tmp_path / "q.csv")))
+    with pytest.raises(mcq_unsloth.OutputExists, match="pass overwrite=True"):
+        mcq_unsloth.synth(12, out=tmp_path / "q.csv")
+    with pytest.raises(mcq_unsloth.ConfigError, match="kinds: "):
+        mcq_unsloth.synth(4, kinds=["riddle"])
+
+    a = pd.DataFrame({"id": ["1", "2"], "answer": ["A", "B"], "prob_A": [0.6, 0.2], "prob_B": [0.4, 0.8]})
+    b = pd.DataFrame({"id": ["1", "2"], "answer": ["B", "B"], "prob_A": [0.1, 0.4], "prob_B": [0.9, 0.6]})
+    out = tmp_path / "submission.csv"
+    combined = mcq_unsloth.ensemble([a, b], weights=[9, 1], out=out)
+    assert out.read_text() == "id,answer\n1,A\n2,B\n" and combined["answer"].tolist() == ["A", "B"]
+    with pytest.raises(mcq_unsloth.OutputExists):
+        mcq_unsloth.ensemble([a, b], out=out)

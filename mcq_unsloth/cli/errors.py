@@ -33,7 +33,7 @@ def user_errors(*writes: str | Path):
     try:
         yield
     except user_error_types() as error:
-        raise UserError(str(error)) from None
+        raise UserError(as_flags(str(error))) from None
     except _machine_error_types() as error:
         code = machine_errno(error, writes)
         if code is None:
@@ -41,6 +41,21 @@ def user_errors(*writes: str | Path):
         where = getattr(error, "filename", None) or ", ".join(map(str, writes))
         raise UserError(f"{f'{where}: ' if where else ''}{os.strerror(code).lower()}; {MACHINE_FIXES[code]}") \
             from None
+
+
+# The API's errors name its parameters; the command line says its own flags instead.
+_FLAGS = {"overwrite=True": "--overwrite", "resume=True": "--resume", "out=": "--out"}
+
+
+def as_flags(message: str) -> str:
+    """An API error's message with the API's parameters written as the command line's flags.
+
+    >>> as_flags("runs/x exists; pass overwrite=True to replace it, or another out=")
+    'runs/x exists; pass --overwrite to replace it, or another --out'
+    """
+    for parameter, flag in _FLAGS.items():
+        message = message.replace(parameter, flag)
+    return message
 
 
 class _Stderr(logging.Handler):

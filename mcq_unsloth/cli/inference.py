@@ -224,29 +224,17 @@ def ensemble_command(predictions, out, weights, overwrite):
     """Combine several models' PREDICTIONS of the same questions into one submission: the weighted mean of their
     letter probabilities when every input has them (raw JSON-lines files, eval folders, saved DataFrames), else a
     weighted vote of their letters. Ends with one JSON line."""
-    import io
+    from ..api import ensemble
 
-    from ..inference.combine import ensemble
-    from ..outputs import check_writable, same_file, write_text
-
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
-    if any(same_file(out, p) for p in predictions):
-        raise UserError(f"{out} is one of the predictions; writing there would destroy it: choose another output")
     try:
         parsed = [float(w) for w in weights.split(",")] if weights else None
     except ValueError:
         raise UserError(f"--weights must be numbers separated by commas, got {weights!r}") from None
     with user_errors(out):
-        check_writable(out)
         try:
-            frame = ensemble(list(predictions), parsed)
+            frame = ensemble(list(predictions), parsed, out=out, overwrite=overwrite)
         except ValueError as error:
             raise UserError(str(error).replace("weight per prediction", "--weights value per prediction")) from None
-        text = io.StringIO()
-        frame[["id", "answer"]].to_csv(text, index=False, lineterminator="\n")
-        write_text(out, text.getvalue())
     click.echo(json.dumps({"out": str(out), **frame.attrs}, ensure_ascii=False))
 
 

@@ -68,20 +68,11 @@ def data_check(file, as_json):
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def data_synth(out, count, seed, kinds, held_out, overwrite):
     """Write --n synthetic, learnable Chinese questions to OUT (.csv, .tsv or .jsonl)."""
-    from ..data.questions import write_questions
-    from ..outputs import check_writable
-    from ..data.synth import synth_questions
+    from ..api import synth
 
-    if Path(out).exists() and not overwrite:
-        raise UserError(f"{out} exists; pass --overwrite to replace it")
     with user_errors(out):
-        check_writable(out)
-        try:
-            questions = synth_questions(count, seed, kinds.split(",") if kinds else None, held_out)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_questions(questions, out)
+        questions = synth(count, seed=seed, kinds=kinds.split(",") if kinds else None, held_out=held_out, out=out,
+                          overwrite=overwrite)
     click.echo(f"wrote {len(questions)} questions to {out}")
 
 
@@ -190,24 +181,10 @@ def recipe_run(name, overrides, out, resume, overwrite, num_processes, config_fi
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
 def tiny(out, arch, layers, hidden, shape, seed, overwrite):
     """Write a tiny random model and tokenizer to OUT (an HF folder, seconds on CPU)."""
-    from ..outputs import check_writable, empty_folder
-    from ..model.tiny import build_shaped_model, build_tiny_model
+    from ..api import tiny as write_tiny
 
-    if hidden % 16:
-        raise UserError(f"--hidden {hidden} is not a multiple of 16")
-    if shape:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--shape {shape} writes a real-sized model (15-30 GB) made on a CUDA GPU, and there is "
-                            f"none; build it on the GPU machine, or leave --shape out for a tiny model")
     with user_errors(out), libraries_on_stderr():
-        check_writable(out, folder=True)
-        empty_folder(out, overwrite)
-        if shape:
-            build_shaped_model(out, shape, seed=seed)
-        else:
-            build_tiny_model(out, arch, layers=layers, hidden=hidden, seed=seed)
+        write_tiny(out, arch=arch, layers=layers, hidden=hidden, shape=shape, seed=seed, overwrite=overwrite)
     click.echo(f"wrote a random {shape}-shaped model to {out}" if shape else
                f"wrote a tiny {arch} model ({layers} layers, hidden {hidden}) to {out}")
 
