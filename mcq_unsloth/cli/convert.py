@@ -19,7 +19,7 @@ from ..convert.run import GGUF_DEFAULT, QUANTS
                    "per --quant for llama.cpp and Ollama, each with a Modelfile.")
 @click.option("--quant", "quants", type=click.Choice(QUANTS), multiple=True,
               help=f"gguf: quantization, repeatable (default {GGUF_DEFAULT}: the one that answered as the float32 "
-                   f"model in the README's checks). f32/f16/bf16/q8_0 are written by gguf-py; the K-quants by "
+                   f"model in docs/export.md's checks). f32/f16/bf16/q8_0 are written by gguf-py; the K-quants by "
                    f"llama.cpp's quantizer (needs llama-cpp-python).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
 @click.option("--base", default=None, help="The adapter's base model, instead of the one adapter_config.json names "

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 QUANTS = (*GGUF_PY_QUANTS, *LLAMA_CPP_QUANTS)
 # The one format that answered as the float32 model on SmolLM2 (98.3% of 60 shipped questions, all beyond
-# near-ties); q8_0, half the size, changed 13% of its answers (README, Export).
+# near-ties); q8_0, half the size, changed 13% of its answers (docs/export.md).
 GGUF_DEFAULT = "f16"
 SAMPLE = 64  # questions compared by the merge check and by --verify
 
