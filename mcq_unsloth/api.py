@@ -293,7 +293,7 @@ def tiny(out: str | Path, *, arch: str = "qwen2", layers: int = 2, hidden: int =
 
     >>> mu.tiny("runs/tiny", arch="llama")                                           # doctest: +SKIP
     """
-    from .model.tiny import SHAPES, build_shaped_model, build_tiny_model
+    from .model.tiny_models import SHAPES, build_shaped_model, build_tiny_model
     from .outputs import check_writable, empty_folder
 
     if hidden % 16:
@@ -318,7 +318,7 @@ def tiny(out: str | Path, *, arch: str = "qwen2", layers: int = 2, hidden: int =
 def synth(n: int = 400, *, seed: int = 0, kinds=None, held_out: bool = False, out: str | Path | None = None,
           overwrite: bool = False):
     """``n`` synthetic, learnable Chinese questions as a DataFrame (``kinds``: a list among
-    :data:`mcq_unsloth.data.synth.KINDS`, default the learnable ones; ``held_out``: the phrasings and characters that
+    :data:`mcq_unsloth.data.synthetic.KINDS`, default the learnable ones; ``held_out``: the phrasings and characters that
     training questions never use). With ``out`` (.csv, .tsv or .jsonl) they are also written there, replaced only
     with ``overwrite``.
 
@@ -326,7 +326,7 @@ def synth(n: int = 400, *, seed: int = 0, kinds=None, held_out: bool = False, ou
     """
     from .data.questions import write_questions
     from .data.sources import questions_frame
-    from .data.synth import synth_questions
+    from .data.synthetic import synth_questions
     from .outputs import check_writable
 
     if out is not None:

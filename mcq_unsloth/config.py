@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .data.synth import source_problem
+from .data.synthetic import source_problem
 from .errors import ConfigError
 from .model.lora import LoraArgs
 from .model.precision import DTYPES

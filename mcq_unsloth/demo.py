@@ -18,7 +18,7 @@ from .outputs import empty_folder, write_text
 from .training.recipes import find_recipe
 from .training.folders import record_run
 from .training.trainer_settings import resolved_yaml
-from .data.synth import synth_questions
+from .data.synthetic import synth_questions
 
 HELD_OUT_SEED = 2026  # not the seed of any shipped recipe's data
 

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from mcq_unsloth.model.tiny import build_tiny_model
+    from mcq_unsloth.model.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "qwen2")
 
@@ -37,7 +37,7 @@ def tiny_model_dir(tmp_path_factory):
 def questions_csv(tmp_path):
     """Ten synthetic questions as a CSV file."""
     from mcq_unsloth.data.questions import write_questions
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     data = tmp_path / "q.csv"
     write_questions(synth_questions(10, seed=21), data)

@@ -40,7 +40,7 @@ from mcq_unsloth.model.backends import load_model
 from mcq_unsloth.inference.answering import PredictSettings
 from mcq_unsloth.inference.files import predict_file
 from mcq_unsloth.inference.transformers_model import TransformersModel
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 from pathlib import Path
 loaded = load_model(sys.argv[1], backend="hf", dtype="float32")
 questions = synth_questions(12, seed=4)
@@ -58,7 +58,7 @@ def test_vanilla_inference_without_unsloth_answers_as_in_the_patched_process(tmp
     from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.inference.answering import PredictSettings
     from mcq_unsloth.inference.files import predict_file
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     (tmp_path / "alone").mkdir()
     done = subprocess.run([sys.executable, "-c", VANILLA, str(tiny_model_dir), str(tmp_path / "alone")],

@@ -13,7 +13,7 @@ from mcq_unsloth.cli.main import main
 from mcq_unsloth.convert.gguf_writer import write_gguf
 from mcq_unsloth.convert.verify import check_targets, verify_gguf
 from mcq_unsloth import load_questions
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 from mcq_unsloth.errors import ExportError
 from mcq_unsloth.resources import shipped_file
 
@@ -41,7 +41,7 @@ def fields(path):
 
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory):
-    from mcq_unsloth.model.tiny import build_tiny_model
+    from mcq_unsloth.model.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "llama", "llama")
 

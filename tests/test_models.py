@@ -7,7 +7,7 @@ import pytest
 from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth import Question
 from mcq_unsloth.model.lora import LoraArgs
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 from mcq_unsloth.errors import ModelLoadError
 from mcq_unsloth.inference.scoring import letter_token_ids, score_questions
 from mcq_unsloth.model.backends import load_model, resolve_backend
@@ -28,7 +28,7 @@ def test_tiny_model_config(tiny_model_dir):
 
 def test_shaped_models_have_the_real_layers_and_load_in_4bit(tmp_path, monkeypatch):
     """``bench inference --shape`` builds these; a small made-up shape keeps the test quick."""
-    from mcq_unsloth.model import tiny
+    from mcq_unsloth.model import tiny_models as tiny
 
     assert tiny.SHAPES["qwen2.5-7b"]["hidden_size"] == 3584 and tiny.SHAPES["qwen2.5-7b"]["num_hidden_layers"] == 28
     monkeypatch.setitem(tiny.SHAPES, "small", {"hidden_size": 128, "intermediate_size": 320, "num_hidden_layers": 3,

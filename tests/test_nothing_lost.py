@@ -22,14 +22,14 @@ import mcq_unsloth.demo  # noqa: F401
 import mcq_unsloth.inference.files  # noqa: F401
 import mcq_unsloth.model.smollm2  # noqa: F401
 import mcq_unsloth.data.sources  # noqa: F401
-import mcq_unsloth.model.tiny  # noqa: F401
+import mcq_unsloth.model.tiny_models  # noqa: F401
 from mcq_unsloth import Question
 from mcq_unsloth.cli.errors import user_error_types
 from mcq_unsloth.data.questions import write_questions
 from mcq_unsloth.training.recipes import shipped_recipes
 from mcq_unsloth.records import latest_checkpoint
 from mcq_unsloth.training.folders import resume_checkpoint
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 
 from helpers import error_line, run
 

@@ -16,7 +16,7 @@ from mcq_unsloth.errors import machine_errno
 from mcq_unsloth import load_questions
 from mcq_unsloth.data.questions import Question, write_questions
 from mcq_unsloth.inference.files import record_path
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 
 FAST = ["--backend", "hf", "--batch-size", "4"]
 QUICK = ["train.max_steps=2", "train.save_steps=2", "train.eval_steps=2", "data.train=synth:32",
@@ -65,7 +65,7 @@ def test_export_refuses_an_out_that_is_in_or_above_its_source(trained_run, tmp_p
 
 @pytest.fixture(scope="module")
 def other_model_dir(tmp_path_factory):
-    from mcq_unsloth.model.tiny import build_tiny_model
+    from mcq_unsloth.model.tiny_models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("other") / "llama", "llama", seed=5)
 

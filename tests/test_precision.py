@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from mcq_unsloth.cli.main import main
 from mcq_unsloth.data.questions import write_questions
 from mcq_unsloth.model.precision import inference_precision, resolve_dtype
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 
 QLORA = {"load_in_4bit": True, "dtype": "bfloat16"}
 FP16_RUN = {"load_in_4bit": False, "dtype": "float16"}

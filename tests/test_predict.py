@@ -15,7 +15,7 @@ from mcq_unsloth.inference.scoring import generate_answers
 from mcq_unsloth.model.backends import load_model
 from mcq_unsloth.inference.answering import PredictSettings, _rotations, _unrotate, metrics
 from mcq_unsloth.inference.files import answered, predict_file, record_path
-from mcq_unsloth.data.synth import synth_questions
+from mcq_unsloth.data.synthetic import synth_questions
 
 
 @pytest.fixture(scope="module")

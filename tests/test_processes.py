@@ -203,7 +203,7 @@ def test_smoke_in_two_processes_writes_one_run_and_resumes_in_one(backend, learn
 @pytest.mark.slow
 def test_train_from_python_starts_the_launcher_and_returns_the_run(learnt_model_dir, tmp_path):
     import mcq_unsloth as mu
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     overrides = {"model.name": str(learnt_model_dir), "train.max_steps": 2, "train.save_steps": 2,
                  "train.eval_steps": 2, "data.train": "synth:64", "data.validation": "synth-held-out:32"}
@@ -256,7 +256,7 @@ def test_two_machines_train_one_run_on_the_main_ones_disk(learnt_model_dir, tmp_
 @pytest.mark.slow
 def test_machines_that_read_different_data_stop_together(learnt_model_dir, tmp_path):
     from mcq_unsloth.data.questions import write_questions
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     for node, seed in (("node0", 1), ("node1", 2)):  # the same path, another file on the second machine
         (tmp_path / node).mkdir()
@@ -272,7 +272,7 @@ def test_machines_that_read_different_data_stop_together(learnt_model_dir, tmp_p
 @pytest.mark.slow
 def test_a_failing_process_ends_the_launch_with_its_message(learnt_model_dir, tmp_path):
     from mcq_unsloth.data.questions import write_questions
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     # Machine 1 has the questions but not the model: it stops at once; machine 0, waiting for it, ends too,
     # within seconds (its collective fails when the other process goes), each with one line.

@@ -76,7 +76,7 @@ def test_labels_cover_only_the_answer(tiny_model_dir, tmp_path):
     from mcq_unsloth.model.lora import LoraArgs
     from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.training.sft import prompt_completion_dataset
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     loaded = load_model(str(tiny_model_dir), backend="hf", load_in_4bit=False, lora=LoraArgs(r=2))
     questions = synth_questions(4, seed=2)
@@ -186,7 +186,7 @@ def test_eval_asks_an_adapter_with_the_prompt_it_was_trained_on(tmp_path, run_re
     from mcq_unsloth.model.backends import load_model
     from mcq_unsloth.prompts import PromptConfig
     from mcq_unsloth.records import training_record
-    from mcq_unsloth.data.synth import synth_questions
+    from mcq_unsloth.data.synthetic import synth_questions
 
     out = tmp_path / "run"
     system = "只回答一个字母。"

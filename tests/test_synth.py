@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from mcq_unsloth.data.synth import CAPITALS, KINDS, NUMERALS, synth_questions
+from mcq_unsloth.data.synthetic import CAPITALS, KINDS, NUMERALS, synth_questions
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -174,7 +174,7 @@ def bench_markdown(result: dict) -> str:
 def run_bench(model: str, out, tasks: tuple[str, ...] = TASKS, seq_len: int = 512, batch_size: int = 4,
               steps: int | None = None, quick: bool = False, load_in_4bit: bool = True,
               sft_questions: int = 10_000, command: str = "") -> dict:
-    """Benchmark ``model`` (``tiny``, a preset of :data:`mcq_unsloth.model.tiny.SHAPES` or a folder) for ``tasks`` on
+    """Benchmark ``model`` (``tiny``, a preset of :data:`mcq_unsloth.model.tiny_models.SHAPES` or a folder) for ``tasks`` on
     both backends, each job in its own process; write bench.json, bench.md and bench.png into ``out``."""
     import json
     from pathlib import Path
@@ -185,7 +185,7 @@ def run_bench(model: str, out, tasks: tuple[str, ...] = TASKS, seq_len: int = 51
     from ..outputs import write_text
     from ..plots import plot_bench
     from ..records import git_commit, library_versions
-    from ..model.tiny import SHAPES, build_shaped_model, build_tiny_model
+    from ..model.tiny_models import SHAPES, build_shaped_model, build_tiny_model
 
     out = Path(out)
     if model == "tiny":

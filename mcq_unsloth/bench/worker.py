@@ -65,7 +65,7 @@ def measure_grpo(job: dict, backend: str) -> dict:
 
     from ..training.grpo import prompt_dataset
     from ..rewards import REWARDS
-    from ..data.synth import synth_questions
+    from ..data.synthetic import synth_questions
 
     loaded = _training_model(job, backend)
     generations = job["num_generations"]
@@ -89,7 +89,7 @@ def measure_inference(job: dict, backend: str) -> dict:
     asks them one by one with ``max_new_tokens``, as the contest scripts did."""
     from ..inference.scoring import generate_answers, prompt_token_ids, score_questions
     from ..model.backends import load_model
-    from ..data.synth import synth_questions
+    from ..data.synthetic import synth_questions
 
     loaded = load_model(job["model"], backend=backend, dtype="auto", load_in_4bit=job["load_in_4bit"],
                         max_seq_length=job["seq_len"])

@@ -12,7 +12,7 @@ import click
 
 from .errors import UserError, libraries_on_stderr, user_errors
 from ..model.precision import DTYPES
-from ..model.tiny import SHAPES
+from ..model.tiny_models import SHAPES
 
 
 # --- predictions ------------------------------------------------------------------------------------
@@ -414,7 +414,7 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
     import torch
 
     from ..bench.runner import format_table, inference_speed
-    from ..data.synth import synth_questions
+    from ..data.synthetic import synth_questions
     from ..inference.scoring import prompt_token_ids
     from ..model.backends import resolve_backend
 
@@ -428,12 +428,12 @@ def bench_inference(model_dir, shape, count, batch_size, max_new_tokens, one_at_
     name = f"random {shape}-shaped model" if shape else f"model {model_dir}" if model_dir else "tiny model"
     with tempfile.TemporaryDirectory() as scratch, user_errors(), libraries_on_stderr():
         if shape:
-            from ..model.tiny import build_shaped_model
+            from ..model.tiny_models import build_shaped_model
 
             click.echo(f"building a random {shape}-shaped model ...", err=True)
             model_dir = str(build_shaped_model(Path(scratch) / shape, shape))
         elif model_dir is None:
-            from ..model.tiny import build_tiny_model
+            from ..model.tiny_models import build_tiny_model
 
             model_dir = str(build_tiny_model(Path(scratch) / "tiny"))
         loaded, precision = _load(model_dir, chosen, dtype, load_in_4bit)

@@ -13,8 +13,8 @@ import click
 from .errors import UserError, libraries_on_stderr, show_library_messages, user_errors
 from .convert import export, verify_gguf_command
 from .inference import bench, ensemble_command, eval_command, predict
-from ..data.synth import KINDS, LEARNABLE_KINDS
-from ..model.tiny import SHAPES
+from ..data.synthetic import KINDS, LEARNABLE_KINDS
+from ..model.tiny_models import SHAPES
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

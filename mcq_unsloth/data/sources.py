@@ -9,7 +9,7 @@ from ..errors import DataError
 from ..resources import shipped_file
 from .questions import (Question, Share, block_bounds, read_questions, read_share, records_to_questions,
                         split_questions, stratified_subset)
-from .synth import parse_source, source_problem, synth_questions
+from .synthetic import parse_source, source_problem, synth_questions
 
 
 def load_questions(source, seed: int = 0) -> list[Question]:

@@ -167,7 +167,7 @@ def model_source(name: str, run_dir: Path) -> str:
     ``run_dir/tiny-base`` (once: a resumed run reuses it)."""
     if not name.startswith("tiny:"):
         return name
-    from .tiny import build_tiny_model
+    from .tiny_models import build_tiny_model
 
     folder = (run_dir / "tiny-base").resolve()  # absolute: the adapter records it as its base
     if not (folder / "model.safetensors").is_file():

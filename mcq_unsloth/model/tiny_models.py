@@ -16,7 +16,7 @@ from pathlib import Path
 from ..data.questions import Question
 from ..prompts import TEMPLATES, PromptConfig, build_messages
 from ..resources import shipped_dir
-from ..data.synth import synth_questions
+from ..data.synthetic import synth_questions
 from .pretokenizers import QWEN2_SPLIT
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
