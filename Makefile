@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install llama-cpp wheels demo test clean
+.PHONY: install llama-cpp wheels demo test test-fast clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The quick loop: every test but those marked slow (tests/conftest.py fails an unmarked test over 15 s).
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 # The llama-cpp-python wheels in ~/.cache/mcq-unsloth/ stay: they are this machine's, not this clone's.
 clean:

@@ -113,3 +113,29 @@ def run_recipe():
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     return run
+
+
+# --- slow tests carry the marker ---------------------------------------------------------------------------
+# `make test-fast` (pytest -m "not slow") is only quick if every slow test says so. A test that is not marked
+# and runs longer than SLOW seconds is listed at the end; one longer than TOO_SLOW fails the run (the margin
+# keeps a slower machine from failing a test near the line).
+SLOW, TOO_SLOW = 5.0, 15.0
+_unmarked_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and "slow" not in report.keywords and report.duration > SLOW:
+        _unmarked_durations[report.nodeid] = report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _unmarked_durations:
+        terminalreporter.section(f"tests over {SLOW:.0f} s without the slow marker")
+        for nodeid, seconds in sorted(_unmarked_durations.items(), key=lambda item: -item[1]):
+            verdict = f"  (over {TOO_SLOW:.0f} s: fails the run; mark it @pytest.mark.slow)" if seconds > TOO_SLOW else ""
+            terminalreporter.line(f"{seconds:6.1f} s  {nodeid}{verdict}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0 and any(seconds > TOO_SLOW for seconds in _unmarked_durations.values()):
+        session.exitstatus = 1  # the summary names them
