@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from click.testing import CliRunner
 
 from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth.cli.main import main
 
 
+@pytest.mark.slow
 def test_a_minimal_bench_on_the_tiny_model(tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(main, ["bench", "--tasks", "sft,score", "--quick", "--steps", "1", "--seq-len", "64",
@@ -52,6 +55,7 @@ print(json.dumps({"unsloth": "unsloth" in sys.modules}))
 """
 
 
+@pytest.mark.slow
 def test_vanilla_inference_without_unsloth_answers_as_in_the_patched_process(tmp_path, tiny_model_dir):
     """The hf backend as users run it (Unsloth never imported) gives the answers it gives here, where the test
     session has Unsloth's patches active."""

@@ -269,6 +269,7 @@ def test_a_share_checks_the_whole_file(tmp_path):
         assert str(first.value) == str(whole.value) and words in str(first.value)
 
 
+@pytest.mark.slow
 def test_a_share_is_read_without_holding_the_file(tmp_path):
     """Memory measured, not assumed: reading one share of eight of a 20,000-question file takes a fraction of
     what reading the file takes (the checks keep every id, nothing else)."""

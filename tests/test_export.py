@@ -81,6 +81,7 @@ def test_llama_cpp_tokenizes_and_answers_like_transformers(tmp_path, arch, quant
     assert result["agreement"] >= 0.98
 
 
+@pytest.mark.slow
 def test_the_llama_layout_matters(tmp_path, smollm2_dir):
     """Without the q/k reordering, llama.cpp's rotary embedding scrambles a Llama model's attention: the check
     SmolLM2 passes below fails on a file written without it (a random tiny model's attention barely matters)."""
@@ -187,6 +188,7 @@ def test_export_gguf_with_quants_modelfiles_and_verify(tmp_path, tiny_model_dir)
     assert run("export", tiny_model_dir, "--format", "lora", "--out", tmp_path / "x").exit_code == 2
 
 
+@pytest.mark.slow
 def test_smollm2_round_trip(tmp_path, smollm2_dir):
     """A real model and a real 49k-token tokenizer through our converter: f16 meets its target in llama.cpp,
     and our q8_0 weights are bit for bit those of llama.cpp's own quantizer."""
