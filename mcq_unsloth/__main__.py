@@ -1,8 +1,10 @@
 """``python -m mcq_unsloth ...``: the command line, as the launchers start it (``accelerate launch -m
 mcq_unsloth recipe smoke``, ``torchrun -m mcq_unsloth ...``)."""
 
-import sys
-
+from . import processes
 from .cli.main import main
 
-sys.exit(main())
+try:
+    main()
+except SystemExit as done:  # click ends every command this way, with its exit code
+    processes.exit_process(done.code)

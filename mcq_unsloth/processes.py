@@ -75,6 +75,25 @@ def start(timeout_s: int = DEFAULT_TIMEOUT_S) -> None:
     PartialState(cpu=not cuda, backend=None if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     if not cuda:
         atexit.register(_stop_gloo)
+        global _on_gloo
+        _on_gloo = True
+
+
+_on_gloo = False  # this process joined a CPU launch's gloo group (start())
+
+
+def exit_process(code) -> None:
+    """End this process of a launch with ``code`` (a ``SystemExit`` code). On CPUs, after leaving the gloo group
+    and flushing the output, without the interpreter's teardown: even after ``destroy_process_group`` gloo's
+    threads were seen to abort both processes of a finished 2-process predict at exit (SIGABRT, "terminate called
+    without an active exception"), turning a launch that wrote all its outputs into a failed one."""
+    if not _on_gloo:
+        sys.exit(code)
+    _stop_gloo()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 def _stop_gloo() -> None:
