@@ -22,6 +22,7 @@ from .data.sources import load_questions, load_share
 from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError, OutputExists
 from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
 from .inference.loading import Model, Plan, load, load_planned, plan
+from .records import read_history
 
 __all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "show_recipe", "synth",
            "tiny", "train"]
@@ -199,7 +200,7 @@ class Run:
         ``pandas.DataFrame`` read from the run's ``history.jsonl``."""
         import pandas as pd
 
-        return pd.DataFrame(_history(self.run_dir))
+        return pd.DataFrame(read_history(self.run_dir))
 
 
 def train(recipe, *, overrides=None, train_data=None, validation_data=None, out: str | Path | None = None,
@@ -417,7 +418,7 @@ def plot_run(run):
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     grpo = config.get("task") == "grpo"
     panels = grpo_panels(list(config.get("grpo", {}).get("reward_weights", {}))) if grpo else SFT_PANELS
-    figure = curves_figure(_history(run_dir), panels, f"{'GRPO' if grpo else 'SFT'} {run_dir.name}")
+    figure = curves_figure(read_history(run_dir), panels, f"{'GRPO' if grpo else 'SFT'} {run_dir.name}")
     if figure is None:
         raise DataError(run_dir, "the run logged nothing to plot", fix="train for more steps than train.logging_steps")
     return figure
@@ -460,12 +461,6 @@ def export(source, out, *, format: str = "gguf", quant=None, verify: bool = Fals
 
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-def _history(run_dir: Path) -> list[dict]:
-    """The rows of a run's ``history.jsonl``: what the trainer logged, step by step."""
-    text = (run_dir / "history.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.split("\n") if line.strip()]
-
 
 def _overrides(overrides) -> tuple[list[str], dict]:
     """``--set`` strings and typed values from what :func:`train` takes as ``overrides``."""

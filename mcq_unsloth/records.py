@@ -42,14 +42,22 @@ def finished_summary(run_dir: Path) -> dict:
     return record["finished"]
 
 
+def read_history(run_dir: Path) -> list[dict]:
+    """The rows of a run's ``history.jsonl``: what the trainer logged, step by step."""
+    text = (Path(run_dir) / "history.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
+def library_version(name: str) -> str | None:
+    """The installed version of the distribution ``name``, or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str | None]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: library_version(name) for name in LIBRARIES}
 
 
 def git_commit() -> str | None:

@@ -12,6 +12,7 @@ finished and trains the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import statistics
@@ -19,7 +20,8 @@ from pathlib import Path
 
 from ..config import load_config
 from ..outputs import empty_folder, write_text
-from ..records import finished_summary
+from ..errors import ConfigError, RunExists
+from ..records import finished_summary, read_history
 from ..training.recipes import find_recipe
 from ..training.run import run_training
 
@@ -43,8 +45,6 @@ def compare_variants(out: Path, model: str | None = None, variants: list[str] = 
     strings for every run."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
-        from ..errors import ConfigError
-
         raise ConfigError([f"variants: {', '.join(unknown)} not among {', '.join(VARIANTS)}"])
     out = Path(out)
     if not resume:
@@ -61,7 +61,7 @@ def compare_variants(out: Path, model: str | None = None, variants: list[str] = 
             log.info(f"grpo variants: {name}, round {round_ + 1} of {rounds}")
             summary = _run(run_dir, recipe, sets, resume)
             runs.append({"variant": name, "round": round_, "run_dir": str(run_dir),
-                         **run_figures(_history(run_dir), summary)})
+                         **run_figures(read_history(run_dir), summary)})
     rows = [_variant_row(name, [r for r in runs if r["variant"] == name]) for name in variants]
     write_text(out / "variants.json", json.dumps({"recipe": recipe, "model": model, "seed": seed, "rounds": rounds,
                                                    "overrides": list(overrides), "rows": rows, "runs": runs},
@@ -103,17 +103,11 @@ def variants_table(rows: list[dict], recipe: str, rounds: int) -> str:
 
 def _run(run_dir: Path, recipe: str, sets: list[str], resume: bool) -> dict:
     """A finished run's summary: kept from an earlier try when resuming, else trained now (replacing a part-run)."""
-    if resume and (run_dir / "run.json").is_file():
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-        if "finished" in record:
+    if resume:
+        with contextlib.suppress(RunExists):  # not started, or cut short: trained again
             return finished_summary(run_dir)
     config = load_config(find_recipe(recipe), sets)
     return run_training(config, run_dir, recipe, overwrite=True)
-
-
-def _history(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "history.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _variant_row(name: str, runs: list[dict]) -> dict:

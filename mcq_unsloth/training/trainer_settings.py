@@ -21,7 +21,6 @@ import dataclasses
 import difflib
 import enum
 import typing
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import yaml
 from .. import processes
 from ..config import Config, ConfigError, convert_value, dump_yaml, unknown_key
 from ..model.precision import mixed_precision
+from ..records import library_version
 
 # The fields the toolkit sets, and what to set instead.
 _PRECISION = "mixed precision follows model.dtype (bfloat16 or float16 on a GPU, none on a CPU): set model.dtype"
@@ -194,8 +194,8 @@ def resolved_yaml(config: Config, run_dir: Path, header: str = "") -> str:
 def library_record(args) -> dict[str, Any]:
     """What ``run.json`` keeps of the trainer's configuration as built: its class, TRL's and transformers'
     versions and every value (tokens masked by transformers)."""
-    return {"class": type(args).__name__, "trl": _version("trl"), "transformers": _version("transformers"),
-            "values": _plain(args.to_dict())}
+    return {"class": type(args).__name__, "trl": library_version("trl"),
+            "transformers": library_version("transformers"), "values": _plain(args.to_dict())}
 
 
 # --- checks -------------------------------------------------------------------------------------------
@@ -372,11 +372,4 @@ def _append_to_section(text: str, section: str, extra: list[str]) -> str:
 
 
 def _library_label() -> str:
-    return f"trl {_version('trl')}, transformers {_version('transformers')}"
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+    return f"trl {library_version('trl')}, transformers {library_version('transformers')}"
