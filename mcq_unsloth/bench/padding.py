@@ -102,12 +102,13 @@ def compare(model, examples: list[dict], batch_size: int, pad_token_id: int, pac
     """One row per mode: ``mode``, ``steps``, ``real_tokens`` and ``padding`` (the share of a step's tokens that
     are padding, over all steps), ``seconds_per_step`` and ``real_tokens_per_s`` (forward and backward, the
     median of ``rounds``), ``max_loss_difference`` (per example, against the padded batches)."""
-    built = {mode: batches(examples, mode, batch_size, pad_token_id, pack_length) for mode in MODES}
-    reference = {}
-    for batch in built["padded"]:
-        reference.update(example_losses(model, batch))
     from tqdm.auto import tqdm
 
+    built = {mode: batches(examples, mode, batch_size, pad_token_id, pack_length) for mode in MODES}
+    losses = {mode: {} for mode in MODES}
+    for mode in MODES:
+        for batch in built[mode]:
+            losses[mode].update(example_losses(model, batch))
     seconds = {mode: [] for mode in MODES}
     with tqdm(total=rounds * sum(map(len, built.values())), desc="forward and backward", unit="batch",
               disable=not progress) as bar:
@@ -118,14 +119,11 @@ def compare(model, examples: list[dict], batch_size: int, pad_token_id: int, pac
     for mode in MODES:
         real = sum(_real_tokens(b) for b in built[mode])
         total = sum(b["input_ids"].numel() for b in built[mode])
-        losses = {}
-        for batch in built[mode]:
-            losses.update(example_losses(model, batch))
         median = statistics.median(seconds[mode])
         rows.append({"mode": mode, "steps": len(built[mode]), "real_tokens": real, "padding": 1 - real / total,
                      "seconds_per_step": median / len(built[mode]), "real_tokens_per_s": real / median,
-                     "max_loss_difference": max(abs(losses[k] - reference[k]) for k in reference),
-                     "examples": len(losses)})
+                     "max_loss_difference": max(abs(losses[mode][k] - v) for k, v in losses["padded"].items()),
+                     "examples": len(losses[mode])})
     return rows
 
 

@@ -73,11 +73,12 @@ def prompt_completion_dataset(questions: list[Question], prompt: PromptConfig | 
     """SFT's dataset: each question's chat prompt and its answer letter as the assistant's reply."""
     from datasets import Dataset
 
-    return Dataset.from_list([
-        {"id": q.id, "prompt": build_messages(q, prompt),
-         "completion": [{"role": "assistant", "content": q.answer}]}
-        for q in questions
-    ])
+    return Dataset.from_list([_prompt_completion(q, prompt) for q in questions])
+
+
+def _prompt_completion(question: Question, prompt: PromptConfig | None) -> dict:
+    return {"id": question.id, "prompt": build_messages(question, prompt),
+            "completion": [{"role": "assistant", "content": question.answer}]}
 
 
 class _Lengths:
@@ -109,7 +110,7 @@ class _Lengths:
                             f"fit, first id {q.id!r} ({kept[q.id]} tokens)", row=q.row or None, fix=fix)
 
     def _rendered_length(self, question: Question) -> int:
-        row = prompt_completion_dataset([question], self.prompt)[0]
+        row = _prompt_completion(question, self.prompt)
         text = self.tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
