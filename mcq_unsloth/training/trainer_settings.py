@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from .. import processes
-from ..config import Config, ConfigError, convert_value, dump_yaml, unknown_key
+from ..config import Config, ConfigError, convert_value, dump_yaml, to_dict, unknown_key
 from ..model.precision import mixed_precision
 from ..records import library_version
 
@@ -109,6 +109,11 @@ def trainer_config(config: Config, run_dir: Path, evaluating: bool):
     """TRL's ``SFTConfig`` or ``GRPOConfig`` for ``config``, writing checkpoints under ``run_dir``; ``evaluating``
     says whether there are validation questions. A value TRL refuses, or one an installed library switches off
     silently (:data:`_SWITCHED_OFF`), raises :class:`ConfigError`."""
+    return _built(config, run_dir, evaluating)[0]
+
+
+def _built(config: Config, run_dir: Path, evaluating: bool):
+    """:func:`trainer_config`, and the values it was given (:func:`trainer_kwargs`)."""
     cls = _trainer_class(config.task)
     kwargs = trainer_kwargs(config, run_dir, evaluating)
     try:
@@ -120,7 +125,7 @@ def trainer_config(config: Config, run_dir: Path, evaluating: bool):
                 if kwargs.get(name) and not getattr(args, name, True)]
     if problems:
         raise ConfigError(problems)
-    return args
+    return args, kwargs
 
 
 def _switched_off_reason(name: str) -> str:
@@ -135,7 +140,7 @@ def trainer_kwargs(config: Config, run_dir: Path, evaluating: bool) -> dict[str,
     """Every value the toolkit gives TRL's configuration: the fields it owns, then the recipe's own and
     passthrough fields of ``train`` (and, for GRPO, ``grpo``)."""
     owned = owned_values(config, run_dir, evaluating)
-    train = {k: v for k, v in _fields(config.train).items() if k != "gradient_checkpointing"}
+    train = {k: v for k, v in to_dict(config)["train"].items() if k != "gradient_checkpointing"}
     if config.task == "sft":
         return {**owned, **train}
     grpo = config.grpo
@@ -164,8 +169,7 @@ def resolved_yaml(config: Config, run_dir: Path, header: str = "") -> str:
     leaves alone (marked with the library's version), and a note wherever the library changes a value it was
     given. Still a recipe: the comments are what a YAML reader skips."""
     evaluating = _evaluates(config)
-    args = trainer_config(config, run_dir, evaluating)
-    given = trainer_kwargs(config, run_dir, evaluating)
+    args, given = _built(config, run_dir, evaluating)
     owned = owned_values(config, run_dir, evaluating)
     built = _plain(args.to_dict())
     defaults = _dataclass_defaults(type(args))
@@ -202,6 +206,7 @@ def library_record(args) -> dict[str, Any]:
 
 def _name_and_type_problems(config: Config) -> list[str]:
     problems = []
+    data = to_dict(config)
     for section in ("train", "grpo"):
         values = getattr(config, section)
         ours = [f.name for f in dataclasses.fields(values) if not f.metadata.get("passthrough")]
@@ -210,7 +215,7 @@ def _name_and_type_problems(config: Config) -> list[str]:
         choices = {f.name: (f.metadata or {}).get("choices") for f in dataclasses.fields(cls)}
         if section == "grpo":
             choices.update(CHOICES)
-        for name, value in _fields(values).items():
+        for name, value in data[section].items():
             if problem := _name_problem(config.task, section, name, ours):
                 problems.append(problem)
             elif name in hints and name != "reward_weights":  # ours is a mapping; TRL's, the list made from it
@@ -303,14 +308,6 @@ def _section_fields(task: str, section: str) -> set[str]:
     if section == "grpo":
         return set(_task_fields("grpo")) - _base_fields()
     return set(_task_fields("sft")) if task == "sft" else _base_fields()
-
-
-def _fields(section) -> dict[str, Any]:
-    """A section's values by name, its passthrough keys among them."""
-    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
-              if not f.metadata.get("passthrough")}
-    name = next((f.name for f in dataclasses.fields(section) if f.metadata.get("passthrough")), None)
-    return {**values, **(getattr(section, name) if name else {})}
 
 
 def _section(config: Config, name: str) -> str:
