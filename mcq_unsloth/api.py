@@ -223,20 +223,15 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
     >>> run = mu.train("smoke", num_processes=2)                                     # doctest: +SKIP
     >>> run.metrics["eval_accuracy"], run.history.tail()                             # doctest: +SKIP
     """
-    from .config import from_dict, load_config, to_dict
+    from .config import from_dict, to_dict
     from .data.questions import write_questions
-    from .training.recipes import find_recipe
     from .training.run import run_training
 
     sets, typed = _overrides(overrides)
     if num_processes is not None or accelerate_config is not None:
         return _train_launched(recipe, sets, typed, out, resume, overwrite, num_processes or 1, accelerate_config,
                                train_data is not None or validation_data is not None)
-    if isinstance(recipe, dict):
-        config, source, name = from_dict({**recipe}, sets, typed=typed), "a dict", "run"
-    else:
-        path = find_recipe(str(recipe))
-        config, source, name = load_config(path, sets, typed=typed), str(path), Path(str(recipe)).stem
+    config, source, name = _recipe_config(recipe, sets, typed)
     run_dir = Path(out) if out is not None else Path("runs") / name
     stored = {"train": train_data, "validation": validation_data}
     stored = {part: load_questions(data) for part, data in stored.items() if data is not None}  # bad data: now
@@ -352,25 +347,34 @@ def show_recipe(recipe, *, overrides=None, resolved: bool = True, out: str | Pat
 
     >>> print(mu.show_recipe("grpo_50pct", overrides={"grpo.loss_type": "dr_grpo"}))   # doctest: +SKIP
     """
-    from .config import dump_yaml, from_dict, load_config, recipe_text
+    from .config import dump_yaml, recipe_text
     from .model.backends import resolve_backend
     from .training import trainer_settings
     from .training.recipes import find_recipe
 
     sets, typed = _overrides(overrides)
-    if isinstance(recipe, dict):
-        config, name, source = from_dict({**recipe}, sets, typed=typed), "run", None
-    else:
-        path = find_recipe(str(recipe))
-        if not resolved and not sets and not typed:
-            return recipe_text(path)
-        config, name, source = load_config(path, sets, typed=typed), Path(str(recipe)).stem, str(path)
+    given_as_dict = isinstance(recipe, dict)
+    if not (resolved or sets or typed or given_as_dict):
+        return recipe_text(find_recipe(str(recipe)))
+    config, source, name = _recipe_config(recipe, sets, typed)
     resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before TRL is imported
-    trainer_settings.check(config, source)
+    trainer_settings.check(config, None if given_as_dict else source)
     if not resolved:
         return dump_yaml(config)
     return trainer_settings.resolved_yaml(config, Path(out) if out is not None else Path("runs") / name,
-                                          header=f"# resolved from recipe {recipe if name != 'run' else 'a dict'}")
+                                          header=f"# resolved from recipe {'a dict' if given_as_dict else recipe}")
+
+
+def _recipe_config(recipe, sets: list[str], typed: dict):
+    """``recipe`` (a shipped name, a YAML path or a dict of sections) with its overrides: the configuration, where
+    it came from (the file, or "a dict") and the name of its default run folder."""
+    from .config import from_dict, load_config
+    from .training.recipes import find_recipe
+
+    if isinstance(recipe, dict):
+        return from_dict({**recipe}, sets, typed=typed), "a dict", "run"
+    path = find_recipe(str(recipe))
+    return load_config(path, sets, typed=typed), str(path), Path(str(recipe)).stem
 
 
 def _train_launched(recipe, sets: list[str], typed: dict, out, resume: bool, overwrite: bool, num_processes: int,
