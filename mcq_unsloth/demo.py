@@ -34,7 +34,7 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
 
     llama_cpp("the demo's GGUF step")  # installed and able to run on this CPU, checked before training
 
-    run_dir = empty_folder(out, overwrite, fix="pass --overwrite to replace it, or --out for another folder")
+    run_dir = empty_folder(out, overwrite, fix="pass overwrite=True to replace it, or out= for another folder")
     record_run(run_dir, config, resolved_yaml(config, run_dir, header=f"# resolved from recipe {recipe}"), str(recipe))
     held_out = synth_questions(200, HELD_OUT_SEED, held_out=True)
     before = _accuracy(model_source(config.model.name, run_dir), config, backend, held_out)

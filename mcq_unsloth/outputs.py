@@ -49,7 +49,7 @@ def check_writable(path: str | Path, folder: bool = False) -> None:
 
 
 def empty_folder(path: str | Path, overwrite: bool = False, holds: str = "files",
-                 fix: str = "pass --overwrite to replace it, or choose another folder") -> Path:
+                 fix: str = "pass overwrite=True to replace it, or choose another folder") -> Path:
     """Create ``path`` as an empty folder. One that holds anything is an error (OutputExists saying what it
     ``holds`` and the ``fix``) unless ``overwrite``, which deletes it first."""
     path = Path(path)

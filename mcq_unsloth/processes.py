@@ -246,23 +246,24 @@ def _check_strategy_here(path: Path) -> None:
         raise ConfigError([f"--config-file {path.name}: DeepSpeed is not installed (pip install deepspeed)"])
 
 
-def run_launch(command: list[str], result_to_stderr: bool = True) -> int:
+def run_launch(command: list[str], capture: bool = False) -> tuple[int, str]:
     """Run a :func:`launch_command` as a child process, through :mod:`mcq_unsloth.launcher` (a failing process
-    ends it with its own line, no launcher traceback), its output passing through (its standard output to
-    standard error with ``result_to_stderr``, leaving standard output to the caller's own result); its exit
-    code."""
+    ends it with its own line, no launcher traceback): its exit code, and with ``capture`` what its processes wrote
+    to standard output (the main process's result line), else their standard output passes to standard error, as
+    their standard error does, leaving standard output to the caller's own result."""
     import subprocess
 
     log.info("running: " + shlex.join(["accelerate", "launch", *command[3:]]))
     launcher = subprocess.Popen([command[0], "-m", "mcq_unsloth.launcher", *command[3:]],
-                                stdout=2 if result_to_stderr else None)
+                                stdout=subprocess.PIPE if capture else 2, text=True)
     try:
-        return launcher.wait()
+        output, _ = launcher.communicate()
     except KeyboardInterrupt:
         # Ctrl-C reached the launcher too, which stops its processes (they run in sessions of their own, out of
         # the terminal's reach): wait for it, rather than kill it and leave them running.
         launcher.wait()
         raise
+    return launcher.returncode, output or ""
 
 
 def _free_port() -> int:

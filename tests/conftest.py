@@ -44,6 +44,29 @@ def questions_csv(tmp_path):
     return data
 
 
+@pytest.fixture
+def reference(tmp_path, tiny_model_dir, questions_csv):
+    """An uninterrupted eval of ``questions_csv``: the folder of its predictions.csv, predictions.jsonl and
+    metrics.json, what a resumed or taken-over run must end up writing."""
+    from helpers import run
+
+    out = tmp_path / "reference"
+    result = run("eval", "--model", tiny_model_dir, "--data", questions_csv, "--out-dir", out, "--backend", "hf",
+                 "--no-4bit", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished smoke run of two steps (adapter, checkpoint, tiny base), in a folder of its own."""
+    from helpers import QUICK, ok, run
+
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    ok(run("recipe", "smoke", "--out", out, *[a for o in QUICK for a in ("--set", o)]))
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
@@ -57,7 +80,7 @@ def smollm2_dir():
     first time). ``make install`` installs the package that ships it."""
     from pathlib import Path
 
-    from mcq_unsloth.model.smollm2 import write_smollm2
+    from mcq_unsloth.model.smollm2_gguf import write_smollm2
 
     folder = Path(__file__).resolve().parent.parent / ".cache" / "smollm2-135m-instruct-v2"  # v2: its pre-tokenizer
     if not (folder / "model.safetensors").is_file():

@@ -151,7 +151,7 @@ def test_predict_to_a_file_writes_what_the_cli_writes(model, tmp_path, tiny_mode
     answers = mcq_unsloth.predict(tiny_model_dir, data, out=tmp_path / "api.csv", backend="hf", progress=False)
     assert (tmp_path / "api.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
     assert list(answers["answer"]) == [line.split(",")[1] for line in (tmp_path / "cli.csv").read_text().split()[1:]]
-    with pytest.raises(mcq_unsloth.errors.OutputError, match="exists; pass --resume"):
+    with pytest.raises(mcq_unsloth.errors.OutputError, match="exists; pass resume=True"):
         mcq_unsloth.predict(model, data, out=tmp_path / "api.csv", progress=False)
 
 
@@ -217,7 +217,7 @@ def test_export_returns_the_files_it_wrote(tmp_path, tiny_model_dir):
     assert mcq_unsloth.export(tiny_model_dir, tmp_path / "d")[0].name == "d-f16.gguf"  # the CLI's default too
     assert run("export", tiny_model_dir, "--format", "gguf", "--out", tmp_path / "c").exit_code == 0
     assert sorted(p.name for p in (tmp_path / "c").glob("*.gguf")) == ["c-f16.gguf"]
-    with pytest.raises(mcq_unsloth.errors.ExportError, match="--quant is for --format gguf"):
+    with pytest.raises(mcq_unsloth.errors.ExportError, match="quant= is for format='gguf'"):
         mcq_unsloth.export(tiny_model_dir, tmp_path / "m", format="merged", quant="q8_0")
     with pytest.raises(FileExistsError):
         mcq_unsloth.export(tiny_model_dir, tmp_path / "g")  # holds files: replaced only with overwrite=True

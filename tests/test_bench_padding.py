@@ -15,7 +15,7 @@ def examples_and_model(tiny_model_dir):
     resolve_backend("hf", training=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from mcq_unsloth.bench.padding import sft_examples
+    from mcq_unsloth.benchmarks.padding import sft_examples
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -35,7 +35,7 @@ def test_the_labels_are_the_answer_and_the_end_of_the_turn_only(examples_and_mod
 
 @pytest.mark.parametrize("mode", ["padding_free", "packed"])
 def test_flattened_batches_give_each_example_its_padded_loss(examples_and_model, mode):
-    from mcq_unsloth.bench.padding import batches, example_losses
+    from mcq_unsloth.benchmarks.padding import batches, example_losses
 
     _, examples, model, tokenizer = examples_and_model
     model.eval()

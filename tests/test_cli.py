@@ -7,7 +7,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from mcq_unsloth import load_questions
 from mcq_unsloth.cli.main import main
+from mcq_unsloth.data.questions import write_questions
+from mcq_unsloth.data.synthetic import synth_questions
+
+from helpers import error_line
 
 COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
             ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"], ["predict"], ["eval"],
@@ -148,11 +153,58 @@ def test_bench_inference_prints_a_table():
 
 def test_a_file_not_found_in_our_own_code_is_a_bug_not_a_user_error(tmp_path, monkeypatch):
     """Only our typed errors become one line: a FileNotFoundError from inside the toolkit shows as the bug it is."""
-    import mcq_unsloth.data.synthetic
+    import mcq_unsloth.api
 
     def broken(*args, **kwargs):
         raise FileNotFoundError("/internal/table.json")
 
-    monkeypatch.setattr(mcq_unsloth.data.synthetic, "synth_questions", broken)
+    monkeypatch.setattr(mcq_unsloth.api, "synth_questions", broken)
     result = CliRunner().invoke(main, ["data", "synth", "--n", "4", str(tmp_path / "s.csv")])
     assert result.exit_code == 1 and isinstance(result.exception, FileNotFoundError)
+
+
+# --- papercuts, and a stdout that holds the result alone -------------------------------------------------------------
+
+def test_papercuts(tmp_path):
+    shipped = run("data", "check", "shipped:mcq_zh.csv")
+    assert shipped.exit_code == 0 and shipped.stdout.startswith("shipped:mcq_zh.csv: 200 questions")
+    assert "no shipped data file 'nope.csv'" in error_line(run("data", "check", "shipped:nope.csv"))
+
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "x").write_text("x")
+    line = error_line(run("tiny", tmp_path / "tiny"))
+    assert line == f"Error: {tmp_path / 'tiny'} already holds files; pass --overwrite to replace it, or choose " \
+                   f"another folder"
+    assert (tmp_path / "tiny" / "x").read_text() == "x"
+
+    csv_file = tmp_path / "q.csv"
+    write_questions(synth_questions(2, seed=0), csv_file)
+    line = error_line(run("predict", "--model", csv_file, "--data", csv_file, "--out", tmp_path / "a.csv"))
+    assert line.startswith(f"Error: {csv_file} is a file; a model is a folder holding config.json")
+
+    assert error_line(run("recipe", "smok")) == ("Error: no recipe named 'smok' (did you mean 'smoke'?); shipped "
+                                                 "recipes: grpo_50pct, grpo_smoke, sft_qwen14b_1m, smoke, or give "
+                                                 "the path of a YAML file")
+    assert "Write --n synthetic" in run("data", "synth", "--help").output
+    assert "export" in run("--help").output and run("export", "--help").exit_code == 0  # promised, and there
+    assert "unsloth: FastLanguageModel" in run("predict", "--help").output
+
+
+def test_stdout_holds_only_the_result(tmp_path, tiny_model_dir, questions_csv):
+    """Unsloth prints its banners to stdout: they go to stderr, so `predict ... | jq` reads one JSON line."""
+    for backend in ("unsloth", "hf"):
+        result = run("predict", "--model", tiny_model_dir, "--data", questions_csv, "--out", tmp_path / f"{backend}.csv",
+                     "--backend", backend)
+        assert result.exit_code == 0, result.output
+        (line,) = result.stdout.strip().splitlines()
+        assert json.loads(line)["answered"] == 10
+        if backend == "unsloth":
+            assert "Unsloth (CPU)" in result.stderr  # its loading banner, moved
+
+
+def test_synth_help_shows_the_real_default_kinds(tmp_path):
+    assert "[default: lookup,count]" in run("data", "synth", "--help").output
+    ok_synth = run("data", "synth", "--n", "8", tmp_path / "s.csv")
+    assert ok_synth.exit_code == 0
+    texts = [q.question for q in load_questions(tmp_path / "s.csv")]
+    assert all("首都" in t or "几个" in t for t in texts), texts  # lookup (capitals) and count questions only

@@ -1,9 +1,13 @@
 """Typed recipe configuration: defaults < YAML < --set, every problem reported at once."""
 
+from pathlib import Path
+
 import pytest
 
 from mcq_unsloth.config import Config, from_dict, load_config, valid_keys
 from mcq_unsloth.errors import ConfigError
+
+from helpers import error_line, run
 
 
 def problems(data, overrides=()):
@@ -70,3 +74,14 @@ def test_bad_yaml_is_a_config_error(tmp_path):
     path.write_text("lora: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+# --- a recipe that is not UTF-8 --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["recipe"], ["recipe", "show"]])
+def test_a_recipe_in_another_encoding_is_one_line(tmp_path, command):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_bytes("# 我的配方\ntrain:\n  max_steps: 3\n".encode("gbk"))
+    line = error_line(run(*command, recipe))
+    assert line == f"Error: {recipe}: line 1: byte 0xce is not UTF-8; save the file as UTF-8"
+    assert not Path("runs/mine").exists()

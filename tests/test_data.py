@@ -8,6 +8,9 @@ import pytest
 from mcq_unsloth import DataError, Question, load_questions
 from mcq_unsloth.data.questions import normalize_answer, split_questions, stratified_subset, summarize, write_questions
 
+from helpers import error_line, run
+
+FAST = ["--backend", "hf", "--batch-size", "4"]
 FOUR = {"A": "北京", "B": "上海", "C": "广州", "D": "深圳"}
 
 
@@ -295,3 +298,40 @@ def test_a_share_is_read_without_holding_the_file(tmp_path):
     assert len(block.questions) == 2500 and block.questions == questions[17_500:]
     print(f"peak memory: whole file {whole / 1e6:.1f} MB, one share of eight {share / 1e6:.1f} MB")
     assert share < whole / 3, (share, whole)
+
+
+# --- line separators inside texts, CSV shape -------------------------------------------------------------------------
+
+SEPARATORS = "\u2028\u2029\u0085\x1c\x1d\x1e\x0b\x0c"  # all of which str.splitlines() splits on
+
+
+def test_jsonl_with_unicode_line_separators_reads_back_whole(tmp_path):
+    questions = [Question(f"q{i}", f"第一行{sep}第二行", {"A": f"甲{sep}子", "B": "乙", "C": "丙", "D": "丁"}, "A")
+                 for i, sep in enumerate(SEPARATORS)]
+    path = tmp_path / "validation.jsonl"
+    write_questions(questions, path)
+    assert [(q.id, q.question, q.options) for q in load_questions(path)] == \
+        [(q.id, q.question, q.options) for q in questions]
+    assert ok_check(path) == len(SEPARATORS)
+
+
+def ok_check(path) -> int:
+    result = run("data", "check", path, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])["rows"]
+
+
+@pytest.mark.parametrize("text, says", [
+    ("id,question,A,B,C,D,answer,answer\n1,q,a,b,c,d,A,B\n",
+     "column 'answer': the header has 2 columns named 'answer': which one to read is not clear"),
+    ("id,question,A,B,C,D,answer\n1,q,a,b,c,d,A\n2,q,a,b,c\n",
+     "data row 2: 5 fields but the header has 7 (the fields from 'D' on are missing)"),
+    ("id,question,A,B,C,D,answer\n1,q,a,b,c,d,A,extra\n", "data row 1: 8 fields but the header has 7"),
+])
+def test_csv_of_the_wrong_shape_is_refused_naming_row_and_counts(tmp_path, tiny_model_dir, text, says):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    assert says in error_line(run("data", "check", path))
+    line = error_line(run("predict", "--model", tiny_model_dir, "--data", path, "--out", tmp_path / "s.csv", *FAST))
+    assert line.startswith(f"Error: {path}: ") and says in line
+    assert not (tmp_path / "s.csv").exists()

@@ -231,3 +231,13 @@ def test_predict_and_eval_answer_through_llama_cpp(tmp_path, tiny_model_dir):
                               "--mode", "generate", "--resume"))
     assert generated["answered"] == 30 and out.read_text().startswith("id,answer\n")
     assert len(out.read_text().splitlines()) == 31
+
+
+# --- K-quants' fallbacks ---------------------------------------------------------------------------------------------
+
+def test_k_quant_export_says_its_fallbacks_in_one_line(tmp_path, tiny_model_dir):
+    result = run("export", tiny_model_dir, "--format", "gguf", "--quant", "q4_k_m", "--out", tmp_path / "k")
+    assert result.exit_code == 0, result.output
+    assert "falling back" not in result.stderr
+    notes = [line for line in result.stderr.splitlines() if "kept" in line and "out of q4_k_m" in line]
+    assert len(notes) == 1 and "as their rows are not a multiple of 256 values" in notes[0]

@@ -14,8 +14,9 @@ FLOORS = [
     {"config"},                                                                        # the recipe
     {"inference"},                                                                     # answering
     {"training", "convert"},                                                           # the stages built on it
-    {"bench", "api", "demo"},                                                          # workflows
-    {"cli", "ui", "__init__"},                                                         # front ends
+    {"benchmarks", "api", "demo"},                                                      # workflows
+    {"__init__"},                                                                      # the public names
+    {"cli", "ui"},                                                                     # front ends
     {"__main__"},                                                                      # python -m mcq_unsloth
 ]
 SHARED = {0, 1}  # floors whose folders and modules may import one another (one way: the cycle check)

@@ -90,7 +90,7 @@ def test_predict_top_k_writes_a_ranked_column_and_eval_reports_map(tmp_path, tin
     assert "top_k 3, now 2" in line
     line = error_line(run("predict", "--model", tiny_model_dir, "--data", questions_csv, "--out", tmp_path / "g.csv",
                           "--mode", "generate", "--top-k", 2, *FAST))
-    assert line == "Error: --top-k ranks the letters by their probabilities, which only score mode has: use it with " \
+    assert line == "Error: --top-k 2 ranks the letters by their probabilities, which only score mode has: use it with " \
                    "--mode score"
     assert not (tmp_path / "g.csv").exists()
 
@@ -273,7 +273,7 @@ def test_debias_is_checked_where_it_cannot_work(tmp_path, tiny_model_dir, questi
         PredictSettings(debias=8, circular=True)
     line = error_line(run("eval", "--model", tiny_model_dir, "--data", questions_csv, "--out-dir", tmp_path / "e",
                           "--debias", 4, "--mode", "generate", *FAST))
-    assert "--debias divides" in line and not (tmp_path / "e").exists()
+    assert "--debias 4 divides" in line and "without --circular" in line and not (tmp_path / "e").exists()
     report = ok(run("eval", "--model", tiny_model_dir, "--data", questions_csv, "--out-dir", tmp_path / "d",
                     "--debias", 3, *FAST))
     saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
@@ -302,4 +302,5 @@ def test_bench_letters_refuses_unlabelled_questions(tiny_model_dir, tmp_path):
     unlabelled = tmp_path / "unlabelled.csv"
     unlabelled.write_text("id,question,A,B\n1,哪个？,甲,乙\n", encoding="utf-8")
     line = error_line(run("bench", "letters", "--model", tiny_model_dir, "--data", unlabelled))
-    assert line == f"Error: {unlabelled}: bench letters needs answers, and this file has none"
+    assert line == f"Error: {unlabelled}: column 'answer': bench letters needs answers, and this file has none. Fix: " \
+                   f"give a labelled file."

@@ -1,17 +1,20 @@
 """Tiny models and the two backends: 4-bit loading, LoRA on all seven projections, letter scoring."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth import Question
-from mcq_unsloth.model.lora import LoraArgs
 from mcq_unsloth.data.synthetic import synth_questions
 from mcq_unsloth.errors import ModelLoadError
 from mcq_unsloth.inference.scoring import letter_token_ids, score_questions
+from mcq_unsloth.inference.transformers_model import TransformersModel
 from mcq_unsloth.model.backends import load_model, resolve_backend
+from mcq_unsloth.model.lora import LoraArgs
 from mcq_unsloth.prompts import PromptConfig
+
+from helpers import error_line, run
 
 
 def test_tiny_tokenizer_round_trips_chinese_and_has_single_letter_tokens(tiny_tokenizer):
@@ -249,3 +252,25 @@ def test_a_4bit_model_trains_after_being_scored(tiny_model_dir, backend):
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     model(input_ids=ids, labels=ids).loss.backward()
     assert any(p.grad is not None for name, p in model.named_parameters() if "lora_" in name)
+
+
+# --- tiny and real-shaped models -------------------------------------------------------------------------------------
+
+def test_tiny_shape_on_a_cpu_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the shaped model would be built")
+    line = error_line(run("tiny", tmp_path / "big", "--shape", "qwen2.5-7b"))
+    assert "made on a CUDA GPU, and there is none" in line
+    assert not (tmp_path / "big").exists()
+
+
+def test_an_incomplete_tiny_base_is_rebuilt(tmp_path):
+    from mcq_unsloth.model.backends import model_source
+
+    base = tmp_path / "run" / "tiny-base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")  # what a full disk left before model folders were written whole
+    assert Path(model_source("tiny:qwen2", tmp_path / "run")) == base.resolve()
+    assert (base / "model.safetensors").is_file() and (base / "tokenizer.json").is_file()

@@ -45,12 +45,12 @@ def test_training_resolves_auto_the_same_way():
 def test_the_cli_says_which_precision_it_uses_and_never_quantizes_on_cpu_unless_asked(tmp_path, tiny_model_dir):
     import torch
 
-    from mcq_unsloth.cli.inference import _load
+    from mcq_unsloth import load
 
     if torch.cuda.is_available():
         pytest.skip("CPU defaults")
     for four_bit, layers in ((None, 0), (True, 14)):  # 2 layers x 7 projections
-        loaded, _ = _load(str(tiny_model_dir), "hf", "auto", four_bit)
+        loaded = load(str(tiny_model_dir), backend="hf", dtype="auto", load_in_4bit=four_bit)
         assert [type(m).__name__ for m in loaded.model.modules()].count("Linear4bit") == layers
     data = tmp_path / "q.csv"
     write_questions(synth_questions(6, seed=1), data)

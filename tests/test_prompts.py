@@ -43,3 +43,20 @@ def test_bad_custom_templates_are_config_errors(user, words):
 def test_rendered_through_the_chat_template(tiny_tokenizer):
     text = render_prompt(tiny_tokenizer, Q)
     assert text.startswith("<|im_start|>system\n你是一个") and text.endswith("<|im_start|>assistant\n")
+
+
+# --- a question too long for the context -----------------------------------------------------------------------------
+
+def test_a_shortened_prompt_fits_and_keeps_both_ends(tiny_tokenizer):
+    from mcq_unsloth.prompts import fit_question, render_prompt
+
+    question = Question("q", "开头" + "很长的题干。" * 2000 + "问题在最后？", {"A": "甲", "B": "乙"})
+    fitted = fit_question(tiny_tokenizer, question, 300)
+    tokens = len(tiny_tokenizer(render_prompt(tiny_tokenizer, fitted), add_special_tokens=False)["input_ids"])
+    assert 250 < tokens <= 300
+    assert fitted.question.startswith("开头") and fitted.question.endswith("问题在最后？") and "…" in fitted.question
+    assert fitted.options == question.options
+    options_too = Question("o", "题", {"A": "甲" * 5000, "B": "乙" * 5000})
+    cut = fit_question(tiny_tokenizer, options_too, 300)
+    assert cut.question == "…" and all(len(t) < 1000 and "…" in t for t in cut.options.values())
+    assert fit_question(tiny_tokenizer, question, 5) is None  # not even the template fits

@@ -41,6 +41,6 @@ def test_unknown_recipe_suggests_the_nearest():
 def test_copy_never_overwrites_silently(tmp_path):
     dest = copy_recipe("smoke", tmp_path)
     assert dest == tmp_path / "smoke.yaml" and dest.read_text() == SHIPPED["smoke"].read_text()
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         copy_recipe("smoke", tmp_path)
     copy_recipe("smoke", tmp_path, overwrite=True)

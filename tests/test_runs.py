@@ -1,10 +1,15 @@
 """Run folders: nothing overwritten without asking, and an interrupted checkpoint never picked."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from mcq_unsloth.errors import RunExists
 from mcq_unsloth.records import git_commit, latest_checkpoint
-from mcq_unsloth.training.folders import prepare_run_dir
+from mcq_unsloth.training.folders import prepare_run_dir, resume_checkpoint
+
+from helpers import QUICK, error_line, ok, run
 
 
 def test_new_existing_overwrite_and_resume(tmp_path):
@@ -12,7 +17,7 @@ def test_new_existing_overwrite_and_resume(tmp_path):
     assert prepare_run_dir(run) == run and run.is_dir()
     prepare_run_dir(run)                      # an empty folder is fine
     (run / "config.yaml").write_text("x")
-    with pytest.raises(RunExists, match="--overwrite"):
+    with pytest.raises(RunExists, match="overwrite=True"):
         prepare_run_dir(run)
     assert prepare_run_dir(run, resume=True) == run and (run / "config.yaml").exists()
     prepare_run_dir(run, overwrite=True)
@@ -41,3 +46,57 @@ def test_git_commit_is_the_checkouts_own():
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
     commit = git_commit()
     assert commit is not None and commit.removesuffix("+dirty") == head.stdout.strip()
+
+
+# --- checkpoints cut short, settings that crashed after the run folder was made --------------------------------------
+
+def _checkpoint(folder: Path, step: int) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    save_file({"w": torch.zeros(4, 4)}, checkpoint / "adapter_model.safetensors")
+    torch.save({"state": {}}, checkpoint / "optimizer.pt")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return checkpoint
+
+
+@pytest.mark.parametrize("cut", ["trainer_state.json", "adapter_model.safetensors", "optimizer.pt"])
+def test_a_checkpoint_with_a_cut_file_is_skipped_with_a_notice(tmp_path, capsys, cut):
+    _checkpoint(tmp_path, 3)
+    broken = _checkpoint(tmp_path, 6)
+    data = (broken / cut).read_bytes()
+    (broken / cut).write_bytes(data[: len(data) // 2])
+    assert latest_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    assert resume_checkpoint(tmp_path) == str(tmp_path / "checkpoint-3")
+    assert capsys.readouterr().err == (f"note: skipping checkpoint-6: {cut} is cut short or damaged; resuming "
+                                       f"from checkpoint-3\n")
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("train.learning_rate=nan", "train.learning_rate: expected a finite number, got 'nan'"),
+    ("train.learning_rate=.inf", "train.learning_rate: expected a finite number, got inf"),
+    ("train.optim=adamw_fake", "train.optim: 'adamw_fake' is not an optimizer transformers knows; did you mean"),
+    ("train.lr_scheduler_type=cosinus", "train.lr_scheduler_type: 'cosinus' is not a learning-rate scheduler "
+                                        "transformers knows; did you mean 'cosine'"),
+    ("lora.lora_alpha=-5", "lora.lora_alpha: must be positive"),
+    ("train.warmup_steps=-1", "train.warmup_steps: must be 0 or more"),
+    ("lora.target_modules=foo_proj", "lora.target_modules: foo_proj is not a module of"),
+])
+def test_bad_settings_stop_in_one_line_and_leave_no_run_folder(tmp_path, setting, says):
+    out = tmp_path / "run"
+    line = error_line(run("recipe", "smoke", "--out", out, "--set", setting, "--set", "train.max_steps=1"))
+    assert says in line, line
+    assert not out.exists()
+
+
+def test_an_unknown_target_module_lists_the_models_linear_layers_and_the_corrected_run_works(tmp_path):
+    out = tmp_path / "run"
+    for backend in ("hf", "unsloth"):
+        line = error_line(run("recipe", "smoke", "--out", out, "--set", "lora.target_modules=q_proj,foo_proj",
+                              "--set", f"model.backend={backend}"))
+        assert "its linear layers are down_proj, gate_proj, k_proj, lm_head, o_proj, q_proj, up_proj, v_proj" in line
+        assert not out.exists()
+    assert ok(run("recipe", "smoke", "--out", out, "--set", "lora.target_modules=q_proj",
+                  *[a for o in QUICK for a in ("--set", o)]))["steps"] == 2

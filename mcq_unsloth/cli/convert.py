@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .errors import libraries_on_stderr, user_errors
+from ..api import export as export_model, verify_gguf
 from ..convert.run import GGUF_DEFAULT, QUANTS
 
 
@@ -36,8 +37,6 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 
     Ends with one JSON line: what was written, the merge check's largest probability difference, and with
     --verify each file's agreement with the merged model."""
-    from ..api import export as export_model
-
     out = Path(out)
     with user_errors(out), libraries_on_stderr():
         written = export_model(source, out, format=fmt, quant=quants or None,
@@ -56,10 +55,6 @@ def export(source, fmt, quants, out, base, checkpoint, dtype, verify, overwrite)
 def verify_gguf_command(file, reference, data_file, count):
     """Check FILE in llama.cpp against --reference: identical tokenization of the rendered prompts, and the same
     letter chosen at the answer position. Prints one JSON line."""
-    from ..convert.verify import verify_gguf
-    from ..data.sources import load_questions
-
     with user_errors(), libraries_on_stderr():
-        questions = load_questions(data_file)[:count]
-        result = verify_gguf(file, reference, questions)
+        result = verify_gguf(file, reference, data_file, n=count)
     click.echo(json.dumps(result, ensure_ascii=False))

@@ -4,8 +4,11 @@ folder without write permission): one readable line and exit code 2, never a tra
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -43,8 +46,12 @@ def user_errors(*writes: str | Path):
             from None
 
 
-# The API's errors name its parameters; the command line says its own flags instead.
-_FLAGS = {"overwrite=True": "--overwrite", "resume=True": "--resume", "out=": "--out"}
+# The API's errors name its parameters as Python writes them (``resume=True``, ``mode='score'``), or a problem's
+# parameter first (``tasks: unknown ...``); the command line says its own flags instead. The flags that are not
+# the parameter's name with dashes:
+_FLAG_NAMES = {"load_in_4bit": "4bit", "accelerate_config": "config-file"}
+_ASSIGNED = re.compile(r"(?<![\w.\-])([a-z][a-z0-9_]*)=(True\b|False\b|'[^']*'|[^\s,;:)'\"]+)?")
+_LEADING = re.compile(r"(^|\n  - )([a-z][a-z0-9_]*):(?= )")
 
 
 def as_flags(message: str) -> str:
@@ -52,10 +59,40 @@ def as_flags(message: str) -> str:
 
     >>> as_flags("runs/x exists; pass overwrite=True to replace it, or another out=")
     'runs/x exists; pass --overwrite to replace it, or another --out'
+    >>> as_flags("top_k=K ranks the letters: use it with mode='score', without circular=True or load_in_4bit=False")
+    '--top-k K ranks the letters: use it with --mode score, without --circular or --no-4bit'
+    >>> as_flags("tasks: unknown ppo; choose among sft, grpo (train.max_steps=20 stays a setting)")
+    '--tasks: unknown ppo; choose among sft, grpo (train.max_steps=20 stays a setting)'
     """
-    for parameter, flag in _FLAGS.items():
-        message = message.replace(parameter, flag)
-    return message
+    parameters = api_parameters()
+
+    def assigned(match: re.Match) -> str:
+        name, value = match.group(1), match.group(2)
+        if name not in parameters:
+            return match.group(0)
+        flag = _FLAG_NAMES.get(name, name.replace("_", "-"))
+        if value == "True":
+            return f"--{flag}"
+        if value == "False":
+            return f"--no-{flag}"
+        return f"--{flag}" + (f" {value.strip(chr(39))}" if value else "")
+
+    message = _ASSIGNED.sub(assigned, message)
+    return _LEADING.sub(lambda m: f"{m.group(1)}--{_FLAG_NAMES.get(m.group(2), m.group(2).replace('_', '-'))}:"
+                        if m.group(2) in parameters else m.group(0), message)
+
+
+@functools.cache
+def api_parameters() -> frozenset[str]:
+    """The keyword parameters of the public API's functions (:data:`mcq_unsloth.__all__`)."""
+    import mcq_unsloth
+
+    names = set()
+    for name in mcq_unsloth.__all__:
+        item = getattr(mcq_unsloth, name)
+        if inspect.isfunction(item):
+            names |= set(inspect.signature(item).parameters)
+    return frozenset(names)
 
 
 class _Stderr(logging.Handler):

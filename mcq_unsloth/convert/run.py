@@ -145,7 +145,7 @@ def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Pa
         if not adapter.is_dir():
             raise ExportError(f"{source} has no {adapter.relative_to(path)}: " + (
                 "name a checkpoint that exists" if checkpoint is not None else
-                "the run has not finished; pass --checkpoint N to export a checkpoint"))
+                "the run has not finished; pass checkpoint=N to export a checkpoint"))
         if checkpoint is not None and (problem := checkpoint_problem(adapter)):
             raise ExportError(f"{adapter} is not complete ({problem}); name another --checkpoint")
         return adapter, None, path

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .answering import rotation_mean
 from .scoring import break_tie
 
@@ -36,10 +36,10 @@ def ensemble(predictions: list, weights: list[float] | None = None):
     import pandas as pd
 
     if len(predictions) < 2:
-        raise ValueError("an ensemble needs at least two predictions")
+        raise ConfigError(["predictions: an ensemble needs at least two"])
     weights = [1.0] * len(predictions) if weights is None else [float(w) for w in weights]
     if len(weights) != len(predictions) or not all(w > 0 and math.isfinite(w) for w in weights):
-        raise ValueError(f"give one positive weight per prediction ({len(predictions)}), not {weights}")
+        raise ConfigError([f"give one positive weights= value per prediction ({len(predictions)}), not {weights}"])
     inputs = [(_name(p, i), _answers(p, _name(p, i))) for i, p in enumerate(predictions)]
     order = list(inputs[0][1])
     for name, answers in inputs[1:]:

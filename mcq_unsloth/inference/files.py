@@ -101,13 +101,13 @@ def answered(out: Path, settings: PredictSettings, ids: Collection[str]) -> set[
     found, rows = rows[0], rows[1:]
     if found != header:
         raise OutputError(f"{out} has the columns {','.join(found)} and this run writes {','.join(header)}; "
-                          f"resume with the --id-column, --answer-column and --top-k it was written with, or replace "
-                          f"it with --overwrite")
+                          f"resume with the id_column=, answer_column= and top_k= it was written with, or replace "
+                          f"it with overwrite=True")
     if not rows:
         return None  # a header alone: nothing to keep, start afresh (and record the settings)
     if stray := next((row[0] for row in rows if row and row[0] not in ids), None):
         raise OutputError(f"{out} holds answers to questions that are not in this --data (id {stray!r}); resume "
-                          f"with the file it was started on, or replace it with --overwrite")
+                          f"with the file it was started on, or replace it with overwrite=True")
     _same_settings(out, settings.record())
     kept = _first_of_each_id(rows)
     if settings.raw is not None:
@@ -136,7 +136,7 @@ def _same_settings(out: Path, expected: dict) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise OutputError(f"{out} holds answers but {path}, the record of what produced them, is missing: a "
-                          f"resume could mix two runs; replace the file with --overwrite") from None
+                          f"resume could mix two runs; replace the file with overwrite=True") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise OutputError(f"{path} is not readable JSON: what produced {out} is unknown; replace the file with "
                           f"--overwrite") from None
@@ -144,7 +144,7 @@ def _same_settings(out: Path, expected: dict) -> None:
                    for key in dict.fromkeys([*recorded, *expected]) if recorded.get(key) != expected.get(key)]
     if differences:
         raise OutputError(f"{out} was written with other settings ({'; '.join(differences)}); resume with the "
-                          f"settings it was written with, or replace it with --overwrite")
+                          f"settings it was written with, or replace it with overwrite=True")
 
 
 def _whole_lines(path: Path | None) -> list[str]:

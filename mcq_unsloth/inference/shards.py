@@ -112,10 +112,10 @@ def _check_parts(out: Path, raw: Path | None, count: int, resume: bool, overwrit
         return
     if counts - {count}:
         raise OutputError(f"{found[0]} and the other parts beside {out} were written by a launch of "
-                          f"{max(counts - {count})} processes; resume with --num-processes {max(counts - {count})}, "
-                          f"or replace them with --overwrite")
+                          f"{max(counts - {count})} processes; resume with num_processes={max(counts - {count})}, "
+                          f"or replace them with overwrite=True")
     if found and not resume:
-        raise OutputError(f"{found[0]} holds part of an unfinished launch; pass --resume to finish it or --overwrite "
+        raise OutputError(f"{found[0]} holds part of an unfinished launch; pass resume=True to finish it or overwrite=True "
                           f"to replace it")
 
 

@@ -33,7 +33,7 @@ def prepare_run_dir(path: str | Path, *, overwrite: bool = False, resume: bool =
         return path
     try:
         return empty_folder(path, overwrite, holds="a run",
-                            fix="pass --resume to continue it, --overwrite to replace it, or --out for another folder")
+                            fix="pass resume=True to continue it, overwrite=True to replace it, or out= for another folder")
     except OutputExists as error:
         raise RunExists(str(error)) from None
 

@@ -54,7 +54,7 @@ def copy_recipe(name: str, dest: str | Path, overwrite: bool = False) -> Path:
     if dest.is_dir():
         dest = dest / source.name
     if dest.exists() and not overwrite:
-        raise OutputExists(f"{dest} exists; pass --overwrite to replace it")
+        raise OutputExists(f"{dest} exists; pass overwrite=True to replace it")
     check_writable(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with replacing(dest, "wb") as out:

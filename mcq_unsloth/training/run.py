@@ -56,7 +56,7 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
                 f"Lower train.per_device_train_batch_size (raising train.gradient_accumulation_steps to keep the "
                 f"batch), model.max_seq_length"
                 + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
-                + ", then continue with --resume") from None
+                + ", then continue with resume=True") from None
         except Exception as error:
             if processes.is_main():
                 _remove_unstarted(run_dir, error, resume)

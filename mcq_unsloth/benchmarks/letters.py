@@ -12,7 +12,38 @@ import time
 from collections import Counter
 
 from ..data.questions import Question
+from ..data.sources import load_questions
+from ..errors import ConfigError, DataError
 from ..inference.answering import Answers, PredictSettings, estimate_prior, metrics
+from ..inference.loading import Model, load
+
+
+def bench_letters(model, data="shipped:mcq_zh.csv", *, debias=(16, 32), seed: int = 0, batch_size: int | None = None,
+                  backend: str = "auto", dtype: str = "auto", load_in_4bit: bool | None = None):
+    """Plain, debiased (once for each N of ``debias``, the prior estimated on questions drawn with ``seed``) and
+    circular (vote and mean) letter scoring of one model on one labelled file (anything
+    :func:`~mcq_unsloth.load_questions` reads), side by side, as a ``pandas.DataFrame`` (:func:`compare_letters`'s
+    rows); ``attrs``: ``about`` (model, backend, precision, data) and ``table`` (the Markdown table ``mcq-unsloth
+    bench letters`` prints). ``model``: a folder, adapter, Hub id or .gguf file, or a loaded :class:`~mcq_unsloth.Model`.
+
+    >>> print(mu.bench_letters("runs/smoke/adapter", debias=[16]).attrs["table"])     # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if any(n < 1 for n in debias):
+        raise ConfigError([f"debias: sizes must be at least 1, got {list(debias)}"])
+    questions = load_questions(data)
+    if any(q.answer is None for q in questions):
+        raise DataError(str(data), "bench letters needs answers, and this file has none", column="answer",
+                        fix="give a labelled file")
+    loaded = model if isinstance(model, Model) else load(str(model), backend=backend, dtype=dtype,
+                                                          load_in_4bit=load_in_4bit)
+    rows = compare_letters(loaded.engine, questions, list(debias), seed, loaded.plan.prompt, batch_size)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(about=f"model {loaded.plan.source}, backend {loaded.backend}, precision {loaded.precision}, "
+                             f"{len(questions)} questions of {data}, debias seed {seed}",
+                       table=letters_table(rows, questions))
+    return frame
 
 
 def compare_letters(model, questions: list[Question], debias: list[int], seed: int = 0, prompt=None,

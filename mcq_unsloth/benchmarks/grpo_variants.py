@@ -36,6 +36,28 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 
 
+def bench_grpo_variants(out: str | Path = "runs/bench-grpo-variants", *, model: str | None = None,
+                        variants=tuple(VARIANTS), rounds: int = 3, seed: int = 0, recipe: str = "grpo_smoke",
+                        overrides=(), resume: bool = False, overwrite: bool = False):
+    """GRPO's loss variants (:data:`VARIANTS`: loss_type grpo, bnpo, dr_grpo, dapo; GSPO) trained on ``recipe`` and
+    one seed schedule, in ``rounds`` rounds, into run folders under ``out`` (``VARIANT-rR``; ``resume`` keeps those
+    that finished, ``overwrite`` replaces ``out``): one row a variant, as a ``pandas.DataFrame`` (final
+    eval_accuracy, the correct reward over the last third, frac_reward_zero_std, seconds per step); ``attrs``:
+    ``runs`` (one a run) and ``table`` (variants.md). ``model`` is the policy to start from (default: the smoke
+    recipe trains one first, into ``out/smoke``); ``overrides`` are ``--set`` strings for every run.
+
+    >>> mu.bench_grpo_variants("runs/variants", variants=["grpo", "dr_grpo"], rounds=1)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    chosen = [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants) if v.strip()]
+    result = compare_variants(Path(out), model, chosen, rounds, seed, list(overrides), recipe, resume=resume,
+                              overwrite=overwrite)
+    frame = pd.DataFrame(result["rows"])
+    frame.attrs.update(runs=result["runs"], table=variants_table(result["rows"], recipe, rounds))
+    return frame
+
+
 def compare_variants(out: Path, model: str | None = None, variants: list[str] = tuple(VARIANTS), rounds: int = 3,
                      seed: int = 0, overrides: list[str] = (), recipe: str = "grpo_smoke", resume: bool = False,
                      overwrite: bool = False) -> dict:
@@ -48,8 +70,8 @@ def compare_variants(out: Path, model: str | None = None, variants: list[str] = 
         raise ConfigError([f"variants: {', '.join(unknown)} not among {', '.join(VARIANTS)}"])
     out = Path(out)
     if not resume:
-        empty_folder(out, overwrite, holds="a benchmark", fix="pass --resume to finish it, --overwrite to replace it, "
-                                                                "or --out for another folder")
+        empty_folder(out, overwrite, holds="a benchmark", fix="pass resume=True to finish it, overwrite=True to "
+                                                                "replace it, or out= for another folder")
     if model is None:
         model = str(_run(out / "smoke", "smoke", [f"train.seed={seed}"], resume)["adapter"])
     runs = []

@@ -1,5 +1,5 @@
-"""One benchmark measurement in a process of its own: ``python -m mcq_unsloth.bench.worker JOB``, where JOB is
-the JSON of one job of :func:`mcq_unsloth.bench.runner.bench_jobs` (task, backend, model and the shared
+"""One benchmark measurement in a process of its own: ``python -m mcq_unsloth.benchmarks.worker JOB``, where JOB is
+the JSON of one job of :func:`mcq_unsloth.benchmarks.runner.bench_jobs` (task, backend, model and the shared
 settings). Prints one JSON row as its last line.
 
 A process per task and backend, because Unsloth patches transformers, PEFT and TRL when imported: the ``hf``

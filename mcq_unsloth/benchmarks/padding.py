@@ -16,11 +16,37 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 from ..data.questions import Question
 from ..prompts import PromptConfig
 
 MODES = ("padded", "padding_free", "packed")
+
+
+def bench_padding(model, data=("shipped:mcq_zh.csv", "shipped:reasoning_zh.tsv"), *, count: int = 64,
+                  batch_size: int = 8, pack_length: int = 512, rounds: int = 3, seed: int = 0, backend: str = "auto",
+                  dtype: str = "auto"):
+    """SFT batches padded, padding-free and packed (rows of ``pack_length`` tokens), side by side on the model
+    folder ``model`` and ``count`` labelled questions drawn evenly from ``data`` (one file or several): share of
+    padding, seconds a step and real (non-pad) tokens per second of a forward and backward pass, and each example's
+    loss against the padded batch's, the medians of ``rounds`` rounds, as a ``pandas.DataFrame``; ``attrs``:
+    ``about`` (what was measured, as one line) and ``table`` (the Markdown table ``mcq-unsloth bench padding``
+    prints).
+
+    >>> print(mu.bench_padding("runs/smollm2", count=16, rounds=1).attrs["table"])   # doctest: +SKIP
+    """
+    import pandas as pd
+
+    files = [data] if isinstance(data, (str, Path)) else list(data)
+    result = compare_files(str(model), [str(f) for f in files], count, batch_size, pack_length, rounds, seed,
+                           backend=backend, dtype=dtype)
+    frame = pd.DataFrame(result["rows"])
+    frame.attrs.update(about=f"model {model}, backend {result['backend']}, {result['dtype']}, {result['questions']} "
+                             f"questions of {', '.join(map(str, files))} ({result['tokens']}), batch {batch_size}, "
+                             f"packed rows of {pack_length} tokens, median of {rounds} rounds",
+                       table=padding_table(result["rows"]))
+    return frame
 
 
 def compare_files(model_dir: str, data_files: list[str], count: int, batch_size: int, pack_length: int,

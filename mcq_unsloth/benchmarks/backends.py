@@ -1,84 +1,68 @@
-"""Benchmarks that print figures (never timed tests), for the two ``bench`` commands.
-
-``mcq-unsloth bench inference`` (:func:`inference_speed`): the answering modes on one loaded model and the same
-questions: ``score`` (one forward pass per batch), batched ``generate`` and one-at-a-time ``generate`` (how the
-contest scripts answered).
-
-``mcq-unsloth bench`` (:func:`run_bench`): Unsloth against transformers + PEFT + bitsandbytes for SFT, GRPO,
-scoring and generation, side by side. Each job (a dict from :func:`bench_jobs`: task, backend and the settings
-both backends share) runs in a process of its own (:mod:`mcq_unsloth.bench.worker`); the rows, the unsloth/hf
-ratios and the contest projections go to bench.json, bench.md and bench.png.
+"""``mcq-unsloth bench``: Unsloth against transformers + PEFT + bitsandbytes for SFT, GRPO, scoring and generation,
+side by side. Each job (a dict from :func:`bench_jobs`: task, backend and the settings both backends share) runs in
+a process of its own (:mod:`mcq_unsloth.benchmarks.worker`); the rows, the unsloth/hf ratios and the contest
+projections go to bench.json, bench.md and bench.png.
 """
 
 from __future__ import annotations
 
-import time
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
-from ..data.questions import Question
+from ..errors import ConfigError
+from ..model.tiny_models import SHAPES, build_shaped_model, build_tiny_model
+from ..outputs import check_writable, empty_folder, exclusive, write_text
+from ..plots import plot_bench
+from ..records import git_commit, library_versions
 
-
-def inference_speed(model, tokenizer, questions: list[Question], batch_size: int, max_new_tokens: int,
-                    one_at_a_time: int, repeat: int = 3) -> list[dict]:
-    """Questions per second for each way of answering, the median of ``repeat`` rounds; the one-at-a-time run
-    uses the first ``one_at_a_time`` questions (it is the slow one)."""
-    import statistics
-
-    import torch
-
-    from ..inference.scoring import generate_answers, score_questions
-
-    runs = [
-        ("score", questions, lambda qs: score_questions(model, tokenizer, qs, batch_size=batch_size)),
-        (f"generate {max_new_tokens} tokens, batched", questions,
-         lambda qs: generate_answers(model, tokenizer, qs, batch_size=batch_size, max_new_tokens=max_new_tokens)),
-        (f"generate {max_new_tokens} tokens, one at a time", questions[:one_at_a_time],
-         lambda qs: generate_answers(model, tokenizer, qs, batch_size=1, max_new_tokens=max_new_tokens)),
-    ]
-    for _, asked, answer in runs[:2]:  # warm-up: first calls build caches and kernels
-        answer(asked[:batch_size])
-    cuda = torch.cuda.is_available()
-    # Rounds run every mode once, so a slow spell of a shared machine slows all modes alike.
-    timings: list[list[float]] = [[] for _ in runs]
-    peaks = [0.0 for _ in runs]
-    for _ in range(repeat):
-        for i, (_, asked, answer) in enumerate(runs):
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            start = time.perf_counter()
-            answer(asked)
-            timings[i].append(time.perf_counter() - start)
-            if cuda:
-                peaks[i] = max(peaks[i], torch.cuda.max_memory_allocated() / 2**30)
-    rows = []
-    for (name, asked, _), seconds, peak in zip(runs, map(statistics.median, timings), peaks):
-        rows.append({"mode": name, "questions": len(asked), "seconds": round(seconds, 3),
-                     "questions_per_second": round(len(asked) / seconds, 1)})
-        if cuda:
-            rows[-1]["peak_gib"] = round(peak, 2)
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of the rows, with each mode's speed relative to batched generation (the second row)
-    and to one-at-a-time generation (the last), and peak GPU memory where it was measured."""
-    batched, alone = rows[1]["questions_per_second"], rows[-1]["questions_per_second"]
-    memory = all("peak_gib" in row for row in rows)
-    lines = ["| mode | questions | seconds (median) | questions/s | vs generate batched | vs one at a time |"
-             + (" peak GPU memory (GiB) |" if memory else ""),
-             "| --- " * (7 if memory else 6) + "|"]
-    for row in rows:
-        speed = row["questions_per_second"]
-        lines.append(f"| {row['mode']} | {row['questions']} | {row['seconds']} | {speed} | {speed / batched:.1f}x | "
-                     f"{speed / alone:.1f}x |" + (f" {row['peak_gib']} |" if memory else ""))
-    return "\n".join(lines)
-
-
-# --- training and inference, unsloth against hf ----------------------------------------------------------
 
 TASKS = ("sft", "grpo", "score", "generate")
 BACKENDS = ("unsloth", "hf")
 # The contest's runs, for projections: 3 SFT epochs of the 14B, 5,506 GRPO steps of the 7B.
 CONTEST = {"sft_epochs": 3, "grpo_steps": 5506, "one_at_a_time_tokens": 48}
+
+
+def bench(model: str = "tiny", *, tasks=TASKS, seq_len: int = 512, batch_size: int = 4, steps: int | None = None,
+          quick: bool = False, load_in_4bit: bool = True, sft_questions: int = 10_000, out: str | Path = "runs/bench",
+          overwrite: bool = False):
+    """Unsloth against vanilla transformers + PEFT + bitsandbytes, side by side: SFT and GRPO steps, letter scoring
+    and generation (``tasks``, a list or a comma-separated string), each backend in a process of its own with the
+    same settings. ``model``: ``tiny`` (built now), ``qwen2.5-7b`` or ``qwen2.5-14b`` (the real layers and
+    vocabulary, random weights, built on a CUDA GPU), or a model folder. ``steps`` timed steps (or inference rounds)
+    after the warm-up, default 10 (3 with ``quick``: fewer steps, shorter GRPO replies, fewer questions). Writes
+    bench.json, bench.md (with the contest's runs projected at the rates measured, ``sft_questions`` questions for
+    its 3 SFT epochs) and bench.png into ``out``, which is replaced only with ``overwrite``.
+
+    Returns the rows as a ``pandas.DataFrame`` (a failed job's row has an ``error``); ``attrs``: ``ratios``,
+    ``projections``, ``env`` (as bench.json holds them) and ``table`` (bench.md's text).
+
+    >>> table = mu.bench(tasks="score,generate", quick=True, out="runs/bench-cpu")     # doctest: +SKIP
+    """
+    import pandas as pd
+    import torch
+
+    chosen = tuple(t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip())
+    if unknown := [t for t in chosen if t not in TASKS]:
+        raise ConfigError([f"tasks: unknown {', '.join(unknown)}; choose among {', '.join(TASKS)}"])
+    if model in SHAPES and not torch.cuda.is_available():
+        raise ConfigError([f"model={model} builds and trains a real-sized model, which needs a CUDA GPU; without "
+                           f"one, use model=tiny"])
+    command = ["mcq-unsloth", "bench", "--model", model, "--tasks", ",".join(chosen), "--seq-len", str(seq_len),
+               "--batch-size", str(batch_size), *(["--steps", str(steps)] if steps else []), *(["--quick"] * quick),
+               "--4bit" if load_in_4bit else "--no-4bit", "--sft-questions", str(sft_questions), "--out", str(out)]
+    check_writable(out, folder=True)
+    with exclusive(out):
+        empty_folder(out, overwrite)
+        result = run_bench(model, out, chosen, seq_len, batch_size, steps, quick, load_in_4bit, sft_questions,
+                           command=shlex.join(command))
+    frame = pd.DataFrame(result["rows"])
+    frame.attrs.update({key: result[key] for key in ("ratios", "projections", "env")},
+                       table=bench_markdown(result))
+    return frame
+
 
 
 def bench_jobs(model: str, tasks: tuple[str, ...], seq_len: int, batch_size: int, steps: int, quick: bool,
@@ -100,13 +84,9 @@ def bench_jobs(model: str, tasks: tuple[str, ...], seq_len: int, batch_size: int
 
 
 def run_job(job: dict) -> dict:
-    """Run one job in a fresh Python process (see :mod:`mcq_unsloth.bench.worker`); a failure becomes a row
+    """Run one job in a fresh Python process (see :mod:`mcq_unsloth.benchmarks.worker`); a failure becomes a row
     that says why."""
-    import json
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "mcq_unsloth.bench.worker", json.dumps(job)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "mcq_unsloth.benchmarks.worker", json.dumps(job)], capture_output=True,
                           text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
@@ -176,16 +156,8 @@ def run_bench(model: str, out, tasks: tuple[str, ...] = TASKS, seq_len: int = 51
               sft_questions: int = 10_000, command: str = "") -> dict:
     """Benchmark ``model`` (``tiny``, a preset of :data:`mcq_unsloth.model.tiny_models.SHAPES` or a folder) for ``tasks`` on
     both backends, each job in its own process; write bench.json, bench.md and bench.png into ``out``."""
-    import json
-    from pathlib import Path
-
     import torch
     from tqdm.auto import tqdm
-
-    from ..outputs import write_text
-    from ..plots import plot_bench
-    from ..records import git_commit, library_versions
-    from ..model.tiny_models import SHAPES, build_shaped_model, build_tiny_model
 
     out = Path(out)
     if model == "tiny":
