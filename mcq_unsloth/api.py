@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -358,8 +360,6 @@ def ensemble(predictions, weights=None, *, out: str | Path | None = None, overwr
 
     >>> mu.ensemble(["runs/a/eval", "runs/b/eval"], weights=[2, 1], out="submission.csv")   # doctest: +SKIP
     """
-    import io
-
 
     if out is not None:
         out = Path(out)
@@ -595,8 +595,6 @@ def _plan(model, base, dtype, load_in_4bit, prompt) -> Plan:
 
 def _add_to_card(decided: Plan, data, settings: PredictSettings, result: dict, out_dir: Path | None) -> None:
     """An evaluation's results in the model card of the folder evaluated, with the command that repeats it."""
-    import shlex
-
 
     precision = decided.precision
     command = ["mcq-unsloth", "eval", "--model", decided.source, "--data", _name(data), "--mode", settings.mode,

@@ -11,7 +11,12 @@ and how to load it. ``eval --card`` adds an evaluation's results to it.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+
+from .errors import OutputError
+from .model.backends import adapter_base
+from .outputs import write_text
 
 CARD = "README.md"
 TAGS = ["mcq-unsloth", "multiple-choice"]
@@ -86,10 +91,6 @@ def export_card(out: Path, fmt: str, source: Path, adapter: Path | None, result:
     """The card of an export (``merged`` folder or ``gguf`` files in ``out``) of ``source``: the metadata and the
     training and evaluation sections of the adapter's card when it has one of ours, the export's own checks, and
     how to load it."""
-    import shlex
-
-    from .model.backends import adapter_base
-
     ours = adapter is not None and (adapter / CARD).is_file()  # the adapter's card, which training wrote
     from_card = _sections(adapter / CARD) if ours else {}
     metadata, notes = base_metadata(adapter_base(adapter) or str(source) if adapter is not None else str(source))
@@ -143,8 +144,6 @@ def _sections(path: Path) -> dict[str, str]:
 
 
 def write_card(folder: Path, text: str) -> Path:
-    from .outputs import write_text
-
     write_text(Path(folder) / CARD, text)
     return Path(folder) / CARD
 
@@ -174,8 +173,6 @@ _EVALUATIONS = "<!-- evaluations by `mcq-unsloth eval --card` follow -->"
 
 def check_card(folder: Path) -> Path:
     """``folder`` when it holds a card of ours; raises :class:`~mcq_unsloth.errors.OutputError` otherwise."""
-    from .errors import OutputError
-
     path = Path(folder) / CARD
     if _EVALUATIONS not in (path.read_text(encoding="utf-8") if path.is_file() else ""):
         raise OutputError(f"{folder} has no model card of mcq-unsloth ({CARD} without its evaluations section); "

@@ -31,7 +31,9 @@ from .data.synthetic import source_problem
 from .errors import ConfigError
 from .model.lora import LoraArgs
 from .model.precision import DTYPES
+from .processes import count
 from .prompts import PromptConfig
+from .rewards import REWARDS
 
 def _choice(default: str, *choices: str, doc: str = ""):
     return field(default=default, metadata={"choices": choices, "doc": doc})
@@ -175,8 +177,6 @@ class GrpoArgs:
     passthrough: dict[str, Any] = _passthrough()
 
     def problems(self) -> list[str]:
-        from .rewards import REWARDS
-
         found = []
         if self.num_generations < 2:
             found.append(f"grpo.num_generations: at least 2 (a group needs something to compare), got "
@@ -207,8 +207,6 @@ class Config:
     grpo: GrpoArgs = field(default_factory=GrpoArgs)
 
     def problems(self) -> list[str]:
-        from .processes import count
-
         found = []
         if not 1 <= self.version <= FORMAT_VERSION:
             found.append(f"version: this recipe is written for format {self.version}, and this mcq-unsloth reads "

@@ -12,13 +12,18 @@ import time
 from pathlib import Path
 
 from .config import Config, load_config
+from .convert.run import run_export
+from .convert.verify import verify_gguf
 from .data.questions import Question
+from .data.synthetic import synth_questions
+from .inference.llamacpp import llama_cpp
+from .inference.scoring import accuracy, score_questions
 from .model.backends import load_model, model_source, resolve_backend
 from .outputs import empty_folder, write_text
-from .training.recipes import find_recipe
 from .training.folders import record_run
+from .training.recipes import find_recipe
+from .training.sft import train_sft
 from .training.trainer_settings import resolved_yaml
-from .data.synthetic import synth_questions
 
 HELD_OUT_SEED = 2026  # not the seed of any shipped recipe's data
 
@@ -29,8 +34,6 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
     recipe = find_recipe("smoke")
     config = load_config(recipe)
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth before transformers
-    from .inference.llamacpp import llama_cpp
-    from .training.sft import train_sft
 
     llama_cpp("the demo's GGUF step")  # installed and able to run on this CPU, checked before training
 
@@ -51,9 +54,6 @@ def run_demo(out: Path, overwrite: bool = False) -> dict:
 def _gguf_agreement(run_dir: Path, questions: list[Question]) -> dict:
     """Export the trained model as it would be deployed (merged, then a q8_0 GGUF file) and compare llama.cpp's
     answers to the held-out questions with the merged model's in transformers."""
-    from .convert.run import run_export
-    from .convert.verify import verify_gguf
-
     merged = run_export(str(run_dir), "merged", run_dir / "merged", dtype="float32", progress=False)["out"]
     exported = run_export(merged, "gguf", run_dir / "gguf", quants=("q8_0",), progress=False)
     return verify_gguf(exported["gguf"][0]["file"], merged, questions, progress=False)
@@ -61,9 +61,7 @@ def _gguf_agreement(run_dir: Path, questions: list[Question]) -> dict:
 
 def _accuracy(path: str, config: Config, backend: str, questions: list[Question]) -> float:
     """Letter-scoring accuracy of the model (or adapter) at ``path``."""
-    from .inference.scoring import accuracy, score_questions
-
     loaded = load_model(path, backend=backend, dtype=config.model.dtype, load_in_4bit=config.model.load_in_4bit,
                         max_seq_length=config.model.max_seq_length)
     scored = score_questions(loaded.model, loaded.tokenizer, questions, config.prompt)
-    return round(accuracy(questions, [s.prediction for s in scored]), 4)
+    return accuracy(questions, [s.prediction for s in scored])

@@ -13,14 +13,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import importlib.util
 import logging
 import os
 import shlex
+import socket
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 from .errors import ConfigError, LaunchError
+from .resources import shipped_dir
 
 log = logging.getLogger(__name__)
 
@@ -221,8 +225,6 @@ def launch_command(module_args: list[str], num_processes: int, config_file: str 
 def accelerate_config(name: str | Path) -> Path:
     """An accelerate config file: a path, or the name of one shipped in ``recipes/accelerate/`` (``ddp``,
     ``fsdp_qlora``, ``zero2``, ``zero3``)."""
-    from .resources import shipped_dir
-
     shipped = shipped_dir("recipes") / "accelerate"
     path = Path(name) if Path(name).is_file() else shipped / f"{name}.yaml"
     if not path.is_file():
@@ -233,8 +235,6 @@ def accelerate_config(name: str | Path) -> Path:
 
 def _check_strategy_here(path: Path) -> None:
     """Refuse, before anything starts, an accelerate config whose strategy this machine cannot run."""
-    import importlib.util
-
     import torch
     import yaml
 
@@ -251,8 +251,6 @@ def run_launch(command: list[str], capture: bool = False) -> tuple[int, str]:
     ends it with its own line, no launcher traceback): its exit code, and with ``capture`` what its processes wrote
     to standard output (the main process's result line), else their standard output passes to standard error, as
     their standard error does, leaving standard output to the caller's own result."""
-    import subprocess
-
     log.info("running: " + shlex.join(["accelerate", "launch", *command[3:]]))
     launcher = subprocess.Popen([command[0], "-m", "mcq_unsloth.launcher", *command[3:]],
                                 stdout=subprocess.PIPE if capture else 2, text=True)
@@ -267,8 +265,6 @@ def run_launch(command: list[str], capture: bool = False) -> tuple[int, str]:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]

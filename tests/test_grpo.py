@@ -51,14 +51,14 @@ def test_groups_must_fit_the_batch(tmp_path):
 def test_out_of_memory_names_the_settings_and_the_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    import mcq_unsloth.training.grpo
+    import mcq_unsloth.training.run
 
     def oom(config, run_dir, resume=False):
         (run_dir / "checkpoints" / "checkpoint-200").mkdir(parents=True)
         (run_dir / "checkpoints" / "checkpoint-200" / "trainer_state.json").write_text("{}")
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(mcq_unsloth.training.grpo, "train_grpo", oom)
+    monkeypatch.setattr(mcq_unsloth.training.run, "train_grpo", oom)
     result = CliRunner().invoke(main, ["recipe", "grpo_smoke", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     for words in ("out of GPU memory", "checkpoint-200", "per_device_train_batch_size", "grpo.num_generations",
@@ -106,12 +106,13 @@ def test_grpo_measures_validation_accuracy_as_eval_does(tmp_path, run_recipe, le
 def test_grpo_without_validation_says_accuracy_is_not_measured(tmp_path, monkeypatch, capsys):
     """A recipe without validation questions trains on rewards alone, and says so instead of staying silent."""
     import mcq_unsloth.training.grpo
+    import mcq_unsloth.training.steps
     from mcq_unsloth.config import from_dict
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # the note comes before the model loads
 
-    monkeypatch.setattr(mcq_unsloth.training.grpo, "load_model", stop)
+    monkeypatch.setattr(mcq_unsloth.training.steps, "load_model", stop)
     config = from_dict({"task": "grpo", "data": {"train": "synth:16", "val_fraction": 0.0},
                         "train": {"per_device_train_batch_size": 8}})
     with pytest.raises(KeyboardInterrupt):

@@ -102,3 +102,28 @@ def test_the_readmes_layout_names_every_module():
         if leaf not in named and f"mcq_unsloth/{leaf}" not in named:
             missing.append(module)
     assert not missing, f"modules the README's layout does not name: {missing}"
+
+
+def test_a_function_imports_our_modules_only_with_the_reason_said():
+    """The graph is read at the top of each module; a function-local import of one of ours hides an edge, so
+    it must say why (a heavy library that module loads, or an order that matters) in a comment just above."""
+    unexplained = []
+    for module, path in sorted(_modules().items()):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for inner in ast.walk(node):
+                ours = isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith(
+                    "mcq_unsloth")) or isinstance(inner, ast.Import) and any(
+                    a.name.startswith("mcq_unsloth") for a in inner.names)
+                if ours and not lines[inner.lineno - 2].strip().startswith("#"):
+                    unexplained.append(f"{module}:{inner.lineno}: {lines[inner.lineno - 1].strip()}")
+    assert not unexplained, "function-local imports of our modules without a comment saying why:\n" + "\n".join(
+        unexplained)
+
+
+def test_the_tests_page_names_every_test_file():
+    page = (PACKAGE.parent / "docs" / "tests.md").read_text(encoding="utf-8")
+    files = sorted(p.name for p in (PACKAGE.parent / "tests").glob("test_*.py"))
+    assert [name for name in files if f"`{name}`" not in page] == []

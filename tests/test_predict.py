@@ -194,7 +194,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_work(tmp_path, tiny, 
             raise torch.cuda.OutOfMemoryError("simulated")
         return real(model, tokenizer, questions, prompt, batch_size, prefix)
 
-    monkeypatch.setattr(inference, "score_questions", flaky)
+    monkeypatch.setattr("mcq_unsloth.inference.transformers_model.score_questions", flaky)
     out = tmp_path / "sub.csv"
     result = predict_file(TransformersModel(tiny.model, tiny.tokenizer), synth_questions(10, seed=1), out, PredictSettings(batch_size=4),
                           progress=False)

@@ -115,14 +115,14 @@ def test_demo_learns_held_out_questions(tmp_path):
 
 
 def test_ctrl_c_names_the_checkpoint_and_the_resume_command(tmp_path, monkeypatch):
-    import mcq_unsloth.training.sft
+    import mcq_unsloth.training.run
 
     def interrupted(config, run_dir, resume=False):
         (run_dir / "checkpoints" / "checkpoint-3").mkdir(parents=True)
         (run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mcq_unsloth.training.sft, "train_sft", interrupted)
+    monkeypatch.setattr(mcq_unsloth.training.run, "train_sft", interrupted)
     result = CliRunner().invoke(main, ["recipe", "smoke", "--out", str(tmp_path / "run"), "--set", "lora.r=4"])
     assert result.exit_code == 130
     assert "checkpoint-3" in result.output

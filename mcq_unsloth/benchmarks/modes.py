@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from ..data.questions import Question
 from ..data.synthetic import synth_questions
 from ..errors import ConfigError
 from ..inference.loading import load
+from ..inference.scoring import generate_answers, prompt_token_ids, score_questions
 from ..model.backends import resolve_backend
 from ..model.tiny_models import build_shaped_model, build_tiny_model
 
@@ -34,8 +36,6 @@ def bench_inference(model: str | None = None, *, shape: str | None = None, n: in
     """
     import pandas as pd
     import torch
-
-    from ..inference.scoring import prompt_token_ids
 
     if model and shape:
         raise ConfigError(["give model= or shape=, not both"])
@@ -67,11 +67,7 @@ def inference_speed(model, tokenizer, questions: list[Question], batch_size: int
                     one_at_a_time: int, repeat: int = 3) -> list[dict]:
     """Questions per second for each way of answering, the median of ``repeat`` rounds; the one-at-a-time run
     uses the first ``one_at_a_time`` questions (it is the slow one)."""
-    import statistics
-
     import torch
-
-    from ..inference.scoring import generate_answers, score_questions
 
     runs = [
         ("score", questions, lambda qs: score_questions(model, tokenizer, qs, batch_size=batch_size)),

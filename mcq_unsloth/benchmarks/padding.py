@@ -13,13 +13,18 @@ examples apart.
 
 from __future__ import annotations
 
+import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from ..data.questions import Question
+from ..data.sources import load_questions
+from ..errors import DataError
+from ..inference.loading import load
 from ..prompts import PromptConfig
+from ..training.sft import prompt_completion_dataset
 
 MODES = ("padded", "padding_free", "packed")
 
@@ -54,12 +59,6 @@ def compare_files(model_dir: str, data_files: list[str], count: int, batch_size:
     """:func:`compare` on ``count`` labelled questions drawn evenly from ``data_files`` in a seeded order, with the
     model at ``model_dir``: ``rows``, and what was measured (``backend``, ``dtype``, ``questions``, ``tokens``:
     the examples' length range and median)."""
-    import random
-
-    from ..data.sources import load_questions
-    from ..errors import DataError
-    from ..inference.loading import load
-
     pools = []
     for name in data_files:
         questions = [q for q in load_questions(name) if q.answer is not None]
@@ -81,8 +80,6 @@ def sft_examples(model, tokenizer, questions: list[Question], prompt: PromptConf
     """Each question as SFT trains on it: ``input_ids`` and ``labels`` (-100 but on the answer), prepared by TRL's
     ``SFTTrainer`` from the prompt-completion dataset that :func:`~mcq_unsloth.training.sft.train_sft` gives it."""
     from trl import SFTConfig, SFTTrainer
-
-    from ..training.sft import prompt_completion_dataset
 
     with tempfile.TemporaryDirectory() as folder:
         args = SFTConfig(output_dir=folder, max_length=max_length, completion_only_loss=True, report_to=[],

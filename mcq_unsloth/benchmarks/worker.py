@@ -14,18 +14,25 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import statistics
 import sys
 import tempfile
 import time
 
+from ..data.synthetic import synth_questions
+from ..inference.scoring import generate_answers, prompt_token_ids, score_questions
+from ..model.backends import load_model, resolve_backend
+from ..model.lora import LoraArgs
+from ..model.precision import mixed_precision
+from ..rewards import REWARDS
+from ..training.grpo import prompt_dataset
+
 TRAINING = ("sft", "grpo")
 
 
 def main(argv: list[str]) -> None:
-    from ..model.backends import resolve_backend
-
     job = json.loads(argv[0])
     backend = resolve_backend(job["backend"], training=job["task"] in TRAINING)  # Unsloth first, when used
     import torch
@@ -63,10 +70,6 @@ def measure_grpo(job: dict, backend: str) -> dict:
     """GRPO steps: one group of ``num_generations`` sampled replies per step, scored by the answer rewards."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from ..training.grpo import prompt_dataset
-    from ..rewards import REWARDS
-    from ..data.synthetic import synth_questions
-
     loaded = _training_model(job, backend)
     generations = job["num_generations"]
     timer = _step_timer()
@@ -87,10 +90,6 @@ def measure_grpo(job: dict, backend: str) -> dict:
 def measure_inference(job: dict, backend: str) -> dict:
     """Letter scoring (``score``) or batched generation (``generate``) of synthetic questions; ``one_at_a_time``
     asks them one by one with ``max_new_tokens``, as the contest scripts did."""
-    from ..inference.scoring import generate_answers, prompt_token_ids, score_questions
-    from ..model.backends import load_model
-    from ..data.synthetic import synth_questions
-
     loaded = load_model(job["model"], backend=backend, dtype="auto", load_in_4bit=job["load_in_4bit"],
                         max_seq_length=job["seq_len"])
     questions = synth_questions(job["questions"], seed=11)
@@ -120,17 +119,12 @@ MEASURES = {"sft": measure_sft, "grpo": measure_grpo, "score": measure_inference
 # --- helpers ------------------------------------------------------------------------------------------
 
 def _training_model(job: dict, backend: str):
-    from ..model.lora import LoraArgs
-    from ..model.backends import load_model
-
     return load_model(job["model"], backend=backend, dtype="auto", load_in_4bit=job["load_in_4bit"],
                       max_seq_length=job["seq_len"], lora=LoraArgs(r=16, lora_alpha=32, lora_dropout=0.0),
                       seed=3407, gradient_checkpointing=job["gradient_checkpointing"])
 
 
 def _trainer_settings(job: dict, batch: int | None = None) -> dict:
-    from ..model.precision import mixed_precision
-
     return {"max_steps": job["warmup"] + job["steps"], "per_device_train_batch_size": batch or job["batch_size"],
             "gradient_accumulation_steps": 1, "learning_rate": 2e-4, "logging_steps": 1, "save_strategy": "no",
             "report_to": [], "dataloader_num_workers": 0, "gradient_checkpointing": False, "seed": 3407,
@@ -140,8 +134,6 @@ def _trainer_settings(job: dict, batch: int | None = None) -> dict:
 def _token_rows(tokenizer, length: int, count: int):
     """``count`` rows of exactly ``length`` token ids drawn (seeded) from the tokenizer's ordinary tokens: the
     same data, and the same work, for both backends."""
-    import random
-
     from datasets import Dataset
 
     special = set(tokenizer.all_special_ids)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+import mcq_unsloth
 from ..errors import MACHINE_FIXES, USER_ERRORS, machine_errno
 
 class UserError(click.ClickException):
@@ -85,8 +86,6 @@ def as_flags(message: str) -> str:
 @functools.cache
 def api_parameters() -> frozenset[str]:
     """The keyword parameters of the public API's functions (:data:`mcq_unsloth.__all__`)."""
-    import mcq_unsloth
-
     names = set()
     for name in mcq_unsloth.__all__:
         item = getattr(mcq_unsloth, name)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..model.pretokenizers import LLAMA3_SPLIT, QWEN2_SPLIT
+from ..prompts import end_of_turn
 
 # llama.cpp's names (tokenizer.ggml.pre) for the pre-tokenizers we recognise, by what tokenizer.json says.
 PRE_TOKENIZERS = {
@@ -145,8 +146,6 @@ def _tokenizer(writer, model_dir: Path, vocab_size: int) -> None:
     """Tokens (padded to the embedding's rows), their types, merges, special ids and the chat template."""
     import gguf
     from transformers import AutoTokenizer
-
-    from ..prompts import end_of_turn
 
     tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
     if tokenizer_json["model"]["type"] != "BPE":

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from ..data.questions import Question
 from ..errors import ExportError
+from ..inference.scoring import score_questions
+from ..model.backends import load_model
+from ..prompts import end_of_turn
 
 # Largest difference of a letter probability allowed between the merged model and the adapter: rounding the
 # merged weights to 16 bits moved them by up to 0.022 (bfloat16) and 0.004 (float16) on the demo's adapter;
@@ -29,10 +32,6 @@ def merge_adapter(adapter: str | Path, out: str | Path, questions: list[Question
     ``questions``. Raises :class:`ExportError` when they differ by more than :data:`TOLERANCE`. Returns the
     largest difference."""
     import torch
-
-    from ..inference.scoring import score_questions
-    from ..model.backends import load_model
-    from ..prompts import end_of_turn
 
     out = Path(out)
     loaded = load_model(str(adapter), backend="hf", dtype=dtype, load_in_4bit=False, base=base)

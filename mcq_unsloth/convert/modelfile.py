@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ExportError
+from ..outputs import write_text
+from ..prompts import end_of_turn
 
 CHATML_GO = """{{- if .System }}<|im_start|>system
 {{ .System }}<|im_end|>
@@ -22,8 +24,6 @@ CHATML_GO = """{{- if .System }}<|im_start|>system
 
 def modelfile_text(gguf_name: str, tokenizer, system: str | None, max_new_tokens: int = 8) -> str:
     """The Modelfile for the GGUF file ``gguf_name`` (beside it) of a model with ``tokenizer``."""
-    from ..prompts import end_of_turn
-
     if not _is_chatml(tokenizer):
         raise ExportError("the chat template is not ChatML, and only ChatML is written as an Ollama template here; "
                           "the GGUF file itself carries the model's chat template")
@@ -38,8 +38,6 @@ def modelfile_text(gguf_name: str, tokenizer, system: str | None, max_new_tokens
 
 def write_modelfile(gguf_path: Path, tokenizer, system: str | None) -> Path:
     """Write ``NAME.Modelfile`` beside ``gguf_path`` (``NAME.gguf``); returns its path."""
-    from ..outputs import write_text
-
     path = gguf_path.with_suffix(".Modelfile")
     write_text(path, modelfile_text(gguf_path.name, tokenizer, system))
     return path

@@ -13,10 +13,20 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import ExportError
 from ..cards import export_card, write_card
-from .gguf_writer import GGUF_PY_QUANTS
-from .quantize import LLAMA_CPP_QUANTS, fallbacks
+from ..data.questions import read_questions
+from ..errors import ExportError
+from ..inference.llamacpp import llama_cpp
+from ..model.backends import adapter_base
+from ..outputs import check_writable, empty_folder, exclusive, refuse_overlap
+from ..prompts import PromptConfig, build_messages
+from ..records import VALIDATION_FILE, checkpoint_problem, training_record
+from ..resources import shipped_file
+from .gguf_writer import GGUF_PY_QUANTS, write_gguf
+from .merge import merge_adapter
+from .modelfile import write_modelfile
+from .quantize import LLAMA_CPP_QUANTS, fallbacks, quantize_gguf
+from .verify import check_targets, verify_gguf
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +45,6 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
     empty). Returns what was written and the checks' figures."""
     from transformers import AutoTokenizer
 
-    from ..prompts import PromptConfig, build_messages
-    from ..records import training_record
-
     adapter, model, run_dir = resolve_source(source, checkpoint)
     record = training_record(adapter) if adapter else None
     prompt = PromptConfig(**record["prompt"]) if record else PromptConfig()
@@ -52,15 +59,12 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
     if fmt == "merged":
         if adapter is None:
             raise ExportError(f"{source} is already a full model; export it with --format gguf")
-        from .merge import merge_adapter
 
         result.update(merge_adapter(adapter, out, questions, prompt, base=base, dtype=dtype))
         write_card(out, export_card(out, fmt, Path(source), adapter, result))
         return result
     with tempfile.TemporaryDirectory(dir=out, prefix=".merged-") as scratch:
         if adapter is not None:
-            from .merge import merge_adapter
-
             model = Path(scratch) / "merged"
             merge = merge_adapter(adapter, model, questions, prompt, base=base, dtype=_saved_dtype(adapter, base))
             result["merge"] = {k: v for k, v in merge.items() if k != "merged"}  # a scratch folder, deleted below
@@ -74,8 +78,6 @@ def run_export(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = ("
             if (modelfile := _modelfile(path, tokenizer, system)) is not None:
                 entry["modelfile"] = str(modelfile)
             if verify:
-                from .verify import check_targets, verify_gguf
-
                 entry["verify"] = verify_gguf(path, model, questions, prompt, progress=progress)
                 if (warning := check_targets(entry["verify"], quant)) is not None:
                     log.warning(f"warning: {warning}")
@@ -90,8 +92,6 @@ def export_model(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = 
     """The whole ``mcq-unsloth export``: refuse an ``out`` that could destroy the source and a llama.cpp that is
     needed but cannot run, before ``out`` is touched; then one writer at a time, ``out`` emptied only with
     ``overwrite``, :func:`run_export`, and on any failure ``out`` removed (no half export is left)."""
-    from ..outputs import check_writable, empty_folder, exclusive, refuse_overlap
-
     if fmt not in ("lora", "merged", "gguf"):
         raise ExportError(f"format must be lora, merged or gguf, not {fmt!r}")
     if unknown := [q for q in quants if q not in QUANTS]:
@@ -115,8 +115,6 @@ def export_model(source: str, fmt: str, out: Path, *, quants: tuple[str, ...] = 
 def needs_llama_cpp(fmt: str, quants: tuple[str, ...], verify: bool) -> None:
     """Stop at once when the export asks for llama.cpp (``verify``, a K-quant) and it is missing or cannot run on
     this machine: before the slow merge, and before the output folder is touched."""
-    from ..inference.llamacpp import llama_cpp
-
     kquants = [q for q in quants if q in LLAMA_CPP_QUANTS]
     if fmt == "gguf" and (verify or kquants):
         llama_cpp("--verify" if verify else f"--quant {kquants[0]}")
@@ -125,8 +123,6 @@ def needs_llama_cpp(fmt: str, quants: tuple[str, ...], verify: bool) -> None:
 def source_folders(source: str, checkpoint: int | None, base: str | None) -> list[Path]:
     """Every folder an export of ``source`` reads: the folder given, its run folder, adapter or model, and the
     adapter's base model when that is a local folder. None of them may be an output's place."""
-    from ..model.backends import adapter_base
-
     adapter, model, run_dir = resolve_source(source, checkpoint)
     folders = [Path(source), *(p for p in (adapter, model, run_dir) if p is not None)]
     named = base or (adapter_base(adapter) if adapter is not None else None)
@@ -137,8 +133,6 @@ def source_folders(source: str, checkpoint: int | None, base: str | None) -> lis
 
 def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Path | None, Path | None]:
     """(adapter folder, model folder, run folder) for an export source; exactly one of the first two is set."""
-    from ..records import checkpoint_problem
-
     path = Path(source)
     if (path / "run.json").is_file():
         adapter = path / "checkpoints" / f"checkpoint-{checkpoint}" if checkpoint is not None else path / "adapter"
@@ -161,10 +155,6 @@ def resolve_source(source: str, checkpoint: int | None) -> tuple[Path | None, Pa
 def sample_questions(run_dir: Path | None):
     """The questions the checks compare answers on: a run's validation questions when it has them, else the
     shipped Chinese ones."""
-    from ..data.questions import read_questions
-    from ..resources import shipped_file
-    from ..records import VALIDATION_FILE
-
     if run_dir is not None and (run_dir / VALIDATION_FILE).is_file():
         return read_questions(run_dir / VALIDATION_FILE)[:SAMPLE]
     return read_questions(shipped_file("mcq_zh.csv"))[:SAMPLE]
@@ -175,9 +165,6 @@ def _write_quants(model: Path, out: Path, scratch: Path, quants: tuple[str, ...]
     """(quant, file) for each asked quantization, named after the ``out`` folder, converting the model once:
     gguf-py's types directly, llama.cpp's from one float GGUF file (the asked f32/bf16/f16 one when there is
     one)."""
-    from .gguf_writer import write_gguf
-    from .quantize import quantize_gguf
-
     name = out.resolve().name
     written: dict[str, Path] = {}
     for quant in dict.fromkeys(quants):
@@ -192,8 +179,6 @@ def _write_quants(model: Path, out: Path, scratch: Path, quants: tuple[str, ...]
 
 
 def _modelfile(path: Path, tokenizer, system: str | None) -> Path | None:
-    from .modelfile import write_modelfile
-
     try:
         return write_modelfile(path, tokenizer, system)
     except ExportError as error:
@@ -205,8 +190,6 @@ def _saved_dtype(adapter: Path, base: str | None) -> str:
     """The dtype the adapter's base model was saved in (float32 when it does not say): a merge for GGUF keeps
     it, so the GGUF's own rounding is the only one."""
     from transformers import AutoConfig
-
-    from ..model.backends import adapter_base
 
     try:
         config = AutoConfig.from_pretrained(base or adapter_base(adapter), local_files_only=True)

@@ -14,7 +14,10 @@ from pathlib import Path
 from ..data.questions import Question
 from ..errors import ExportError
 from ..inference.gguf_check import check_gguf
-from ..inference.llamacpp import GgufModel
+from ..inference.llamacpp import GgufModel, llama_cpp
+from ..inference.scoring import score_questions
+from ..model.backends import load_model
+from ..prompts import render_prompt
 
 NEAR = 0.01
 EXACT_TYPES = ("f32", "f16", "bf16")
@@ -25,11 +28,6 @@ def verify_gguf(path: str | Path, reference: str | Path, questions: list[Questio
     """Compare the GGUF file ``path`` in llama.cpp with the Hugging Face model folder ``reference`` on
     ``questions``; returns counts and the largest difference of letter probabilities."""
     from tqdm.auto import tqdm
-
-    from ..inference.llamacpp import llama_cpp
-    from ..inference.scoring import score_questions
-    from ..model.backends import load_model
-    from ..prompts import render_prompt
 
     check_gguf(path)  # before the reference model loads: a bad file stops at once
     llama_cpp("checking a GGUF file")

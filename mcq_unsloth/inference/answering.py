@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..data.questions import LETTERS, Question
+from ..model.backends import out_of_memory_errors
 from .debias import Prior, debiased, prior_from_rotations, sample_for_prior
+from .scoring import accuracy, break_tie, fit_to_context, share
 
 
 @dataclass
@@ -98,8 +100,6 @@ class Answers:
                  progress: bool = True, done: int = 0, prior=None):
         """``model``: a :class:`~mcq_unsloth.inference.transformers_model.TransformersModel` or a
         :class:`~mcq_unsloth.inference.llamacpp.GgufModel` (what :attr:`mcq_unsloth.Model.engine` gives)."""
-        from .scoring import fit_to_context
-
         room = settings.max_new_tokens if settings.mode == "generate" else 0
         self.questions, shortened = fit_to_context(model.context_length(), model.tokenizer, questions, prompt, room,
                                                    settings.circular, settings.on_long)
@@ -110,8 +110,6 @@ class Answers:
 
     def __iter__(self):
         from tqdm.auto import tqdm
-
-        from ..model.backends import out_of_memory_errors
 
         pending, settings = self.questions, self.settings
         # In score mode the start every prompt shares runs through the model once, for all chunks.
@@ -253,17 +251,17 @@ def metrics(questions: list[Question], predicted: dict[str, str | None], rotatio
         row[guess] = row.get(guess, 0) + 1
     result = {
         "questions": len(scored),
-        "accuracy": round(sum(predicted[q.id] == q.answer for q in scored) / max(len(scored), 1), 4),
-        "unparseable": round(sum(predicted[q.id] is None for q in scored) / max(len(scored), 1), 4),
+        "accuracy": accuracy(scored, [predicted[q.id] for q in scored]),
+        "unparseable": share(sum(predicted[q.id] is None for q in scored), len(scored)),
         "predicted": _distribution([predicted[q.id] or "none" for q in scored], letters + ["none"]),
         "gold": _distribution([q.answer for q in scored], letters),
         "confusion": {gold: confusion[gold] for gold in sorted(confusion)},
     }
     if rotations:
         right = [q for q in scored if q.id in rotations]
-        result["circular_accuracy"] = round(sum(
+        result["circular_accuracy"] = share(sum(
             all(_unrotate(q, k, letter) == q.answer for k, letter in enumerate(rotations[q.id])) for q in right
-        ) / max(len(right), 1), 4)
+        ), len(right))
         positions = [letter for q in right for letter in rotations[q.id] if letter]
         result["position_bias"] = _distribution(positions, letters)
     return result
@@ -344,8 +342,6 @@ def _best(question_id: str, probabilities: dict[str, float]) -> str | None:
     >>> _best("q", {"A": 0.2, "B": 0.5, "C": 0.3}), _best("q", {})
     ('B', None)
     """
-    from .scoring import break_tie
-
     if not probabilities:
         return None
     top = max(probabilities.values())
@@ -370,8 +366,6 @@ def _vote(question_id: str, votes: Counter, weight: Counter) -> str | None:
     >>> _vote("q", Counter("AABB"), Counter({"A": 1.2, "B": 0.8})), _vote("q", Counter(), Counter())
     ('A', None)
     """
-    from .scoring import break_tie
-
     if not votes:
         return None
     best = max((votes[x], weight[x]) for x in votes)

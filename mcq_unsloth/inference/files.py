@@ -18,7 +18,11 @@ from pathlib import Path
 from typing import Collection
 
 from ..data.questions import Question
-from .answering import Answers, PredictSettings, count_ties, evaluation
+from ..errors import OutputError
+from ..outputs import write_text
+from ..plots import plot_confusion
+from .answering import Answers, PredictSettings, count_ties, estimate_prior, evaluation
+from .debias import prior_path, read_prior
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +36,6 @@ def predict_file(model, questions: list[Question], out: Path, settings: PredictS
 
     Each batch is written raw records first, then answers, each flushed: a crash at any moment leaves a header
     and whole answers (a line cut short is dropped on resume), and every answer has its raw record."""
-    from ..outputs import write_text
-
     done = answered(out, settings, {q.id for q in questions}) if resume else None
     pending = [q for q in questions if q.id not in (done or ())]
     start = time.perf_counter()  # the prior's estimation is part of the cost
@@ -70,10 +72,6 @@ def prior_for(model, questions, out: Path, settings: PredictSettings, prompt, re
     """The positions' prior for debiased scoring: the one stored beside ``out`` when resuming, else estimated on
     the sample of ``questions()`` (the whole file's, or the sample itself) and stored there before any answer is
     written."""
-    from ..outputs import write_text
-    from .answering import estimate_prior
-    from .debias import prior_path, read_prior
-
     if resume and (stored := read_prior(out)) is not None:
         return stored
     prior = estimate_prior(model, questions(), settings.debias, settings.debias_seed, prompt, settings.batch_size)
@@ -92,8 +90,6 @@ def answered(out: Path, settings: PredictSettings, ids: Collection[str]) -> set[
     again), each file rewritten only then. Raises :class:`~mcq_unsloth.errors.OutputError` when the file was
     written with other columns, with other settings (:meth:`PredictSettings.record`), or holds ids that are not
     among the questions' ``ids``: resuming would mix two runs."""
-    from ..errors import OutputError
-
     header = settings.columns()
     rows = list(csv.reader(io.StringIO(_whole_csv(out), newline="")))
     if not rows:
@@ -129,8 +125,6 @@ def record_path(out: Path) -> Path:
 def _same_settings(out: Path, expected: dict) -> None:
     """Raise :class:`~mcq_unsloth.errors.OutputError` unless the answers in ``out`` were produced with the
     settings ``expected``, naming each difference."""
-    from ..errors import OutputError
-
     path = record_path(out)
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
@@ -195,8 +189,6 @@ def _csv_line(row: list[str]) -> str:
 
 
 def _rewrite_if_changed(path: Path, lines: list[str]) -> None:
-    from ..outputs import write_text
-
     text = "".join(lines)
     if not path.exists() or path.read_bytes() != text.encode("utf-8"):
         write_text(path, text)
@@ -235,15 +227,10 @@ def write_evaluation(questions: list[Question], out_dir: Path, settings: Predict
                       about: dict | None, collected: list) -> dict:
     """metrics.json and confusion.png of ``out_dir`` for the labelled ``questions``: measured on this call's
     ``collected`` answers and those the raw records hold (an earlier run's, or other processes')."""
-    from ..outputs import write_text
-    from ..plots import plot_confusion
-
     records = {record["id"]: record for _, record in collected}
     if len(records) < len(questions):  # the earlier run's or the other processes' answers, from what they wrote
         records = {**records_of(settings.raw), **records}
     if settings.debias:
-        from .debias import read_prior
-
         about = {**(about or {}), "debias": read_prior(out_dir / "predictions.csv").to_json()}
     result = evaluation(questions, records, settings, speed["seconds"], speed["questions_per_second"], about)
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")

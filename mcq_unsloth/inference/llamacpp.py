@@ -9,13 +9,17 @@ not need it, K-quants, ``--verify`` and GGUF prediction do.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 from pathlib import Path
 
 from ..errors import ExportError
+from ..extraction import extract_answer
+from ..prompts import render_prompt
 from .gguf_check import check_gguf
 from .llamacpp_check import check_llama_cpp
+from .scoring import Generated, Scored, break_tie, letter_token_ids
 
 MISSING = ("llama-cpp-python is not installed: {what} needs it. `make install` builds it (about 5-10 minutes the "
            "first time; see the README for the build flags), or pip install llama-cpp-python")
@@ -63,8 +67,6 @@ class GgufModel:
 
     def letter_ids(self, letters: str) -> dict[str, int]:
         """The token id of each bare letter in llama.cpp's vocabulary."""
-        from .scoring import letter_token_ids
-
         try:
             return letter_token_ids(self.tokenizer, letters)
         except ValueError as error:
@@ -115,8 +117,6 @@ class GgufModel:
         """Letter scoring as :func:`mcq_unsloth.inference.scoring.score_questions` does it, one prompt at a time (each
         reusing the start it shares with the previous one); ``batch_size`` and ``prefix`` are the transformers
         side's and change nothing here."""
-        from ..prompts import render_prompt
-
         tokenizer = self.tokenizer
         letter_ids = self.letter_ids("".join(sorted({x for q in questions for x in q.options})))
         return [self.score_tokens(question, self.token_ids(render_prompt(tokenizer, question, prompt)), letter_ids)
@@ -126,8 +126,6 @@ class GgufModel:
         """The :class:`~mcq_unsloth.inference.scoring.Scored` answer to ``question`` after the prompt ``token_ids``: the
         softmax over its option letters at the answer position, exact ties drawn with the question's id."""
         import numpy as np
-
-        from .scoring import Scored, break_tie
 
         letters = list(question.options)
         chosen = self.next_logits(token_ids)[[letter_ids[x] for x in letters]].astype("float64")
@@ -140,10 +138,6 @@ class GgufModel:
     def generate(self, questions, prompt=None, batch_size: int = 1, max_new_tokens: int = 8) -> list:
         """Greedy replies and the letters extracted from them, as
         :func:`mcq_unsloth.inference.scoring.generate_answers` gives them, one prompt at a time."""
-        from ..extraction import extract_answer
-        from ..prompts import render_prompt
-        from .scoring import Generated
-
         tokenizer, stop = self.tokenizer, self.end_of_generation()
         results = []
         for question in questions:
@@ -187,8 +181,6 @@ class GgufTokenizer:
 def gguf_facts(path: str | Path) -> tuple[str, dict | None]:
     """What a GGUF file says of itself, read before llama.cpp loads it: its weights' type (``q8_0``, ``f16``...)
     and the training record our export put in it (None when it has none). Checks the file first."""
-    import json
-
     import gguf
 
     check_gguf(path)

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
+from ..model.backends import load_model, out_of_memory_errors
+from ..model.precision import inference_precision
 from ..prompts import PromptConfig
+from ..records import training_record
+from .llamacpp import GgufModel, gguf_facts
+from .transformers_model import TransformersModel
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,6 @@ class Model:
         (:class:`~mcq_unsloth.inference.transformers_model.TransformersModel`); both have the same methods."""
         if self.backend == "llama.cpp":
             return self.model
-        from .transformers_model import TransformersModel
 
         return TransformersModel(self.model, self.tokenizer)
 
@@ -73,13 +77,8 @@ def plan(model: str, *, base: str | None = None, dtype: str = "auto", load_in_4b
     of :func:`mcq_unsloth.model.precision.inference_precision` from ``dtype`` and ``load_in_4bit`` (a GGUF file
     runs in its own), and the prompt: ``prompt`` (a template name or a :class:`PromptConfig`), else the training
     record's, else the default."""
-    from ..model.precision import inference_precision
-    from ..records import training_record
-
     model = str(model)
     if model.endswith(".gguf"):
-        from .llamacpp import gguf_facts
-
         kind, trained = gguf_facts(model)
         precision, weights = f"{kind} (the GGUF file's)", kind
     else:
@@ -111,14 +110,10 @@ def load(model: str | Path, *, base: str | None = None, backend: str = "auto", d
 def load_planned(decided: Plan, backend: str = "auto") -> Model:
     """Load the model as ``decided``, saying (INFO) what it runs in and which prompt it is asked with."""
     if decided.gguf:
-        from .llamacpp import GgufModel
-
         engine = GgufModel(decided.source)
         loaded = Model(engine, engine.tokenizer, "llama.cpp", decided)
         log.info(f"model: {decided.source}, llama.cpp, weights {decided.produced_by['precision']}")
     else:
-        from ..model.backends import load_model, out_of_memory_errors
-
         precision = decided.precision
         try:
             inner = load_model(decided.source, backend=backend, dtype=precision.dtype,

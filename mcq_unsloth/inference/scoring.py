@@ -320,10 +320,25 @@ def _left_padded_batches(model, tokenizer, prompts: list[list[int]], batch_size:
 
 
 def accuracy(questions: list[Question], predictions: list[str | None]) -> float:
-    """Share of questions whose prediction equals the gold answer.
+    """Share of questions whose prediction equals the gold answer, as every report gives it (4 decimals): eval's
+    metrics, the accuracy logged during training, the demo's. None of none.
 
     >>> qs = [Question("1", "q", {"A": "x", "B": "y"}, "A")] * 4
     >>> accuracy(qs, ["A", "B", None, "A"])
     0.5
     """
-    return sum(p == q.answer for q, p in zip(questions, predictions)) / len(questions)
+    return share(correct(questions, predictions), len(questions))
+
+
+def correct(questions: list[Question], predictions: list[str | None]) -> int:
+    """How many ``predictions`` equal their question's gold answer (a launch adds up each process's count)."""
+    return sum(p == q.answer for q, p in zip(questions, predictions, strict=True))
+
+
+def share(count: int, total: int) -> float:
+    """``count`` of ``total`` rounded as the reports round shares; 0.0 of none.
+
+    >>> share(2, 3), share(0, 0)
+    (0.6667, 0.0)
+    """
+    return round(count / max(total, 1), 4)

@@ -22,8 +22,11 @@ from typing import Callable
 
 from .. import processes
 from ..data.questions import Question, Share
+from ..data.sources import load_share
 from ..errors import OutputError
+from ..outputs import replacing, write_text
 from .answering import PredictSettings
+from .debias import sample_for_prior
 from .files import predict_file, prior_for, record_path, write_evaluation
 
 log = logging.getLogger(__name__)
@@ -75,9 +78,6 @@ def _launch_prior(model, data, out: Path, settings: PredictSettings, prompt, res
     """The positions' prior of a launch, found or estimated by the main process alone, as one process does
     (:func:`~mcq_unsloth.inference.files.prior_for`): its sample is drawn from every question's id and option
     count, then only the sample is read again with its texts. It reaches the others with its sample's answers."""
-    from ..data.sources import load_share
-    from .debias import sample_for_prior
-
     def sample() -> list[Question]:
         everyone = load_share(data, texts=False).questions
         chosen = {q.id for q in sample_for_prior(everyone, settings.debias, settings.debias_seed)}
@@ -122,8 +122,6 @@ def _check_parts(out: Path, raw: Path | None, count: int, resume: bool, overwrit
 def _merge(out: Path, settings: PredictSettings, count: int, appending: bool) -> None:
     """Write ``out`` (and the raw file) whole: what it held (``appending``), then each part without its header, in
     rank order; then remove the parts. Each file is replaced at once, so a crash leaves the parts to resume."""
-    from ..outputs import replacing, write_text
-
     if not appending:
         write_text(record_path(out), record_path(part_path(out, 0, count)).read_text(encoding="utf-8"))
     for path, header in ((out, True), (settings.raw, False)):

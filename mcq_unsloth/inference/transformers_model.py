@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..data.questions import Question
 from ..prompts import PromptConfig
+from .scoring import generate_answers, prompt_prefix, prompt_token_ids, score_questions, shared_start
 
 
 class TransformersModel:
@@ -37,21 +38,15 @@ class TransformersModel:
         """The start every question's prompt shares, run through the model once: each scoring batch reuses its
         keys and values. Prompts are tokenized a thousand at a time, so a large file's token ids are never all
         held at once."""
-        from .scoring import prompt_prefix, prompt_token_ids, shared_start
-
         chunks = (prompt_token_ids(self.tokenizer, questions[i:i + 1000], prompt) for i in range(0, len(questions), 1000))
         return prompt_prefix(self.model, shared_start(ids for chunk in chunks for ids in chunk))
 
     def score(self, questions: list[Question], prompt: PromptConfig | None = None, batch_size: int = 16,
               prefix=None) -> list:
         """:func:`mcq_unsloth.inference.scoring.score_questions` on this model."""
-        from .scoring import score_questions
-
         return score_questions(self.model, self.tokenizer, questions, prompt, batch_size, prefix)
 
     def generate(self, questions: list[Question], prompt: PromptConfig | None = None, batch_size: int = 16,
                  max_new_tokens: int = 8) -> list:
         """:func:`mcq_unsloth.inference.scoring.generate_answers` on this model."""
-        from .scoring import generate_answers
-
         return generate_answers(self.model, self.tokenizer, questions, prompt, batch_size, max_new_tokens)

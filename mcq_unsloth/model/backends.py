@@ -10,6 +10,7 @@ before it touches either.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import processes
-from ..errors import ModelLoadError
+from ..errors import ConfigError, ModelLoadError
+from ..prompts import end_of_turn
 from .lora import LoraArgs
 from .precision import torch_dtype
+from .tiny_models import build_tiny_model
 
 
 # Modules that Unsloth trains in full (a copy saved with the adapter) when named in lora.target_modules.
@@ -94,8 +97,6 @@ def _has_cuda() -> bool:
 
 
 def _has_gpu_kernels() -> bool:
-    import importlib.util
-
     import torch
 
     return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
@@ -103,8 +104,6 @@ def _has_gpu_kernels() -> bool:
 
 def fast_inference_problem(backend: str) -> str | None:
     """None when Unsloth's vLLM generation can run here, else why not."""
-    import importlib.util
-
     import torch
 
     if backend != "unsloth":
@@ -167,7 +166,6 @@ def model_source(name: str, run_dir: Path) -> str:
     ``run_dir/tiny-base`` (once: a resumed run reuses it)."""
     if not name.startswith("tiny:"):
         return name
-    from .tiny_models import build_tiny_model
 
     folder = (run_dir / "tiny-base").resolve()  # absolute: the adapter records it as its base
     if not (folder / "model.safetensors").is_file():
@@ -279,8 +277,6 @@ def _check_targets(net, targets: list[str], source: str) -> None:
     not have, listing the linear layers it does have (PEFT would stop with a traceback, or train nothing)."""
     import torch
 
-    from ..errors import ConfigError
-
     names = {name.rpartition(".")[2] for name, _ in net.named_modules()}
     if unknown := [t for t in targets if t not in names]:
         linear = sorted({name.rpartition(".")[2] for name, module in net.named_modules()
@@ -306,8 +302,6 @@ def _use_the_templates_end_of_turn(tokenizer) -> None:
     """Make the tokenizer's end token the one its chat template closes a turn with (``<|im_end|>`` for
     ChatML), so training teaches it, generation stops on it and saved tokenizers carry it. Some converted
     tokenizers name another (SmolLM2's GGUF conversion says ``<|im_start|>``); say so once per pair."""
-    from ..prompts import end_of_turn
-
     end = end_of_turn(tokenizer)
     if end is None or end == tokenizer.eos_token:
         return

@@ -14,6 +14,7 @@ import importlib.util
 from pathlib import Path
 
 from ..errors import ModelLoadError
+from ..outputs import whole_folder
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -36,8 +37,6 @@ def write_smollm2(out: str | Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tokenizers import pre_tokenizers
-
-    from ..outputs import whole_folder
 
     source, out = gguf_folder(), Path(out)
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.questions import Question
-from ..prompts import TEMPLATES, PromptConfig, build_messages
-from ..resources import shipped_dir
+from ..data.questions import Question, read_questions
 from ..data.synthetic import synth_questions
+from ..outputs import whole_folder
+from ..prompts import PromptConfig, TEMPLATES, build_messages
+from ..resources import shipped_dir
 from .pretokenizers import QWEN2_SPLIT
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -91,8 +92,6 @@ def _config(config_class, tokenizer, **dimensions):
 
 def _save(model, tokenizer, out: Path) -> Path:
     """Save the model and tokenizer as the folder ``out`` (absent or empty), which appears only when whole."""
-    from ..outputs import whole_folder
-
     model.generation_config.eos_token_id = model.config.eos_token_id
     model.generation_config.pad_token_id = model.config.pad_token_id
     with whole_folder(out) as partial:
@@ -129,8 +128,6 @@ def build_tokenizer(vocab_size: int = 1024):
 
 def tokenizer_corpus() -> list[str]:
     """Our own text: the prompt templates around synthetic and shipped questions."""
-    from ..data.questions import read_questions
-
     questions: list[Question] = synth_questions(400, seed=0)
     for path in sorted(shipped_dir("data").glob("*.*sv")):
         questions += read_questions(path)

@@ -12,7 +12,7 @@ from .. import processes
 from ..config import Config
 from ..errors import LaunchError
 from ..data.questions import Question
-from ..inference.scoring import score_questions
+from ..inference.scoring import correct, score_questions, share
 from ..prompts import PromptConfig
 from .folders import write_training_record
 
@@ -50,13 +50,13 @@ class McqAccuracy(TrainerCallback):
             self.log(state, self.measure(model, processing_class), state.global_step)
 
     def measure(self, model, tokenizer) -> float:
-        share = self.questions[processes.rank()::processes.count()]
+        mine = self.questions[processes.rank()::processes.count()]
         was_training = model.training
         model.eval()
-        scored = score_questions(model, tokenizer, share, self.prompt, self.batch_size) if share else []
+        scored = score_questions(model, tokenizer, mine, self.prompt, self.batch_size) if mine else []
         model.train(was_training)
-        right = sum(s.prediction == q.answer for s, q in zip(scored, share))
-        return round(sum(processes.gather(right)) / len(self.questions), 4)
+        right = correct(mine, [s.prediction for s in scored])
+        return share(sum(processes.gather(right)), len(self.questions))
 
     def log(self, state, value: float, step: int, note: str = "") -> None:
         state.log_history.append({"eval_accuracy": value, "step": step})

@@ -17,6 +17,7 @@ import yaml
 
 from ..config import Config, to_dict
 from ..errors import OutputExists, RunExists
+from ..model.precision import resolve_dtype
 from ..outputs import empty_folder, replacing, write_text
 from ..records import TRAINING_RECORD, VALIDATION_FILE, git_commit, latest_checkpoint, library_versions
 
@@ -114,8 +115,6 @@ def resume_checkpoint(folder: Path) -> str | None:
 def write_training_record(folder: Path, config: Config, backend: str) -> None:
     """Write, beside an adapter (final or checkpoint), how it was trained: what inference needs to load it the
     same way (4-bit or not, the dtype it ran in) and to ask questions as training did (the prompt)."""
-    from ..model.precision import resolve_dtype
-
     record = {"task": config.task, "backend": backend, "base_model": config.model.name,
               "load_in_4bit": config.model.load_in_4bit, "dtype": resolve_dtype(config.model.dtype),
               "max_seq_length": config.model.max_seq_length, "prompt": dataclasses.asdict(config.prompt),
@@ -126,8 +125,6 @@ def write_training_record(folder: Path, config: Config, backend: str) -> None:
 def eval_command(run_dir: Path, adapter_dir: Path, config: Config) -> dict[str, str]:
     """The ``mcq-unsloth eval`` command that reproduces a run's last logged ``eval_accuracy`` on its saved
     validation questions, precision spelt out so that it holds on any machine; empty without validation."""
-    from ..model.precision import resolve_dtype
-
     if not (run_dir / VALIDATION_FILE).is_file():
         return {}
     return {"eval_command": f"mcq-unsloth eval --model {adapter_dir} --data {run_dir / VALIDATION_FILE} "

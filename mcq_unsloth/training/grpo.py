@@ -15,14 +15,16 @@ from pathlib import Path
 
 from .. import processes
 from ..config import Config
-from ..data.questions import Question, summarize, write_questions
+from ..data.questions import Question, summarize
 from ..data.sources import load_splits
 from ..errors import ModelLoadError
-from .trainer_settings import library_record, trainer_config
-from ..records import VALIDATION_FILE
-from .folders import eval_command, last_logged, record_trainer, resume_checkpoint, write_history, write_training_record
-from ..model.backends import fast_inference_problem, load_model, model_source, resolve_backend
+from ..model.backends import fast_inference_problem, resolve_backend
+from ..plots import grpo_panels, plot_curves
 from ..prompts import PromptConfig, build_messages
+from ..rewards import REWARDS
+from .folders import eval_command, last_logged, write_history
+from .steps import load_policy, train_and_save
+from .trainer_settings import trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,9 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
     from trl import GRPOTrainer
 
+    # callbacks subclasses transformers' TrainerCallback: imported here, after the backend (Unsloth first), and
+    # not when the package is
     from .callbacks import InStep, McqAccuracy, TrainingRecord
-    from ..rewards import REWARDS
 
     if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
         raise ModelLoadError(f"grpo.fast_inference is unavailable here: {problem}. Run without it "
@@ -43,12 +46,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
     if not val_questions:
         log.warning("note: no validation questions (data.val_fraction is 0 and data.validation is unset): GRPO's "
                     "letter accuracy is not measured during training, only its rewards")
-    source = processes.main_first(model_source, config.model.name, run_dir)  # a tiny: model, built once
-    loaded = load_model(source, backend=backend, dtype=config.model.dtype,
-                        load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
-                        lora=config.lora, seed=config.train.seed,
-                        gradient_checkpointing=config.train.gradient_checkpointing,
-                        vllm_memory=config.grpo.gpu_memory_utilization if config.grpo.fast_inference else None)
+    loaded = load_policy(config, run_dir, backend,
+                         vllm_memory=config.grpo.gpu_memory_utilization if config.grpo.fast_inference else None)
     names = list(config.grpo.reward_weights)  # the order of trainer_config's reward_weights list
     args = trainer_config(config, run_dir, evaluating=bool(val_questions))  # checked by run_training already
     # GRPOTrainer's own evaluation would sample replies; letter scoring is what eval reports, and cheap.
@@ -62,19 +61,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         processing_class=loaded.tokenizer,
         callbacks=[TrainingRecord(config, backend), InStep()] + ([accuracy] if val_questions else []),
     )
-    if val_questions and processes.is_main():
-        write_questions(val_questions, run_dir / VALIDATION_FILE)
-    if processes.is_main():
-        record_trainer(run_dir, library_record(trainer.args))  # as built: what the libraries made of the settings
-    checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    if val_questions:
-        accuracy.finish(trainer)
-    adapter_dir = run_dir / "adapter"
-    trainer.save_model(str(adapter_dir))  # on every process: the trainer writes from the main one
-    if processes.is_main():
-        loaded.tokenizer.save_pretrained(str(adapter_dir))
-        write_training_record(adapter_dir, config, backend)
+    adapter_dir, checkpoint = train_and_save(trainer, loaded.tokenizer, config, backend, run_dir, val_questions,
+                                             accuracy, resume)
     return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, names, config,
                    train_questions, val_questions)
 
@@ -91,8 +79,6 @@ def prompt_dataset(questions: list[Question], prompt: PromptConfig | None = None
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from,
             names: list[str], config: Config, train_questions: list[Question], val_questions: list[Question]) -> dict:
-    from ..plots import grpo_panels, plot_curves
-
     if processes.is_main():
         write_history(history, run_dir)
         plot_curves(history, run_dir / "reward_curves.png", grpo_panels(names), title=f"GRPO {run_dir.name}")

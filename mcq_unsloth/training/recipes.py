@@ -10,6 +10,7 @@ import difflib
 from pathlib import Path
 
 from ..errors import OutputExists, RecipeNotFound
+from ..outputs import check_writable, replacing
 from ..resources import shipped_dir
 
 
@@ -47,8 +48,6 @@ def describe(path: Path) -> str:
 
 def copy_recipe(name: str, dest: str | Path, overwrite: bool = False) -> Path:
     """Copy a recipe to ``dest`` (a file, or a folder to put NAME.yaml in) to edit it."""
-    from ..outputs import check_writable, replacing
-
     source = find_recipe(name)
     dest = Path(dest)
     if dest.is_dir():

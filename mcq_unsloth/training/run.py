@@ -10,17 +10,23 @@ Under a launcher the main process does all of that, and every process trains (:m
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import shutil
 import time
 from pathlib import Path
 
-from .. import processes
-from ..config import Config, dump_yaml, grpo_batch_problem
-from ..errors import USER_ERRORS, ConfigError, OutOfMemory, machine_errno
 from . import trainer_settings
+from .. import processes
+from ..cards import adapter_card, write_card
+from ..config import Config, dump_yaml, grpo_batch_problem
+from ..errors import ConfigError, OutOfMemory, USER_ERRORS, machine_errno
+from ..model.backends import adapter_base, out_of_memory_errors, resolve_backend
+from ..outputs import check_writable, exclusive
 from ..records import latest_checkpoint
 from .folders import prepare_run_dir, record_finished, record_run
+from .grpo import train_grpo
+from .sft import train_sft
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,6 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
 
     Under a launcher (``accelerate launch``, ``torchrun``) every process calls it: the main one alone takes the
     lock, prepares the folder and writes into it; all train, each on its share of every batch."""
-    from ..model.backends import out_of_memory_errors, resolve_backend
-
     run_dir = Path(run_dir)
     check_launch(config, processes.count())  # at once, on every process alike
     resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before TRL is imported
@@ -73,8 +77,6 @@ def _open_run(held: contextlib.ExitStack, config: Config, run_dir: Path, recipe:
               overwrite: bool, prepare) -> Config:
     """The main process's part before training: the lock (held until ``held`` closes), the folder, the stored data
     and the run record. Returns the configuration to train with."""
-    from ..outputs import check_writable, exclusive
-
     check_writable(run_dir, folder=True)
     held.enter_context(exclusive(run_dir))
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
@@ -118,8 +120,6 @@ def check_launch(config: Config, count: int) -> None:
 
 def _sharding_problem(strategy: str) -> str | None:
     """Why FSDP or DeepSpeed cannot run here, or None."""
-    import importlib.util
-
     import torch
 
     if not torch.cuda.is_available():
@@ -132,9 +132,6 @@ def _sharding_problem(strategy: str) -> str | None:
 
 def _write_card(adapter: Path, config: Config, result: dict, recipe: str) -> None:
     """The adapter's model card (:mod:`mcq_unsloth.cards`), on the base its adapter_config.json names."""
-    from ..cards import adapter_card, write_card
-    from ..model.backends import adapter_base
-
     write_card(adapter, adapter_card(adapter, dump_yaml(config), result, recipe, config.task,
                                      adapter_base(adapter) or config.model.name, config.data.language))
 
@@ -157,9 +154,6 @@ def _remove_unstarted(run_dir: Path, error: Exception, resume: bool) -> None:
 
 def _run_task(config: Config, run_dir: Path, resume: bool) -> dict:
     if config.task == "sft":
-        from .sft import train_sft
-
         return train_sft(config, run_dir, resume=resume)
-    from .grpo import train_grpo
 
     return train_grpo(config, run_dir, resume=resume)

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from .. import processes
 from ..config import Config
-from ..data.questions import Question, summarize, write_questions
+from ..data.questions import Question, summarize
 from ..data.sources import load_splits
 from ..errors import DataError
-from .trainer_settings import library_record, trainer_config
-from ..records import VALIDATION_FILE
-from .folders import (eval_command, last_logged, record_trainer, resume_checkpoint, whole_run_loss, write_history,
-                      write_training_record)
-from ..model.backends import load_model, model_source, resolve_backend
+from ..model.backends import resolve_backend
+from ..plots import SFT_PANELS, plot_curves
 from ..prompts import PromptConfig, build_messages
+from .folders import eval_command, last_logged, whole_run_loss, write_history
+from .steps import load_policy, train_and_save
+from .trainer_settings import trainer_config
 
 
 def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
@@ -27,15 +27,13 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     backend = resolve_backend(config.model.backend, training=True)  # Unsloth, when used, before trl/transformers
     from trl import SFTTrainer
 
+    # callbacks subclasses transformers' TrainerCallback: imported here, after the backend (Unsloth first), and
+    # not when the package is
     from .callbacks import InStep, McqAccuracy, TrainingRecord
 
     train_questions, val_questions = load_splits(config.data.train, config.data.validation, config.data.val_fraction,
                                                  config.data.subset, config.data.seed)
-    source = processes.main_first(model_source, config.model.name, run_dir)  # a tiny: model, built once
-    loaded = load_model(source, backend=backend, dtype=config.model.dtype,
-                        load_in_4bit=config.model.load_in_4bit, max_seq_length=config.model.max_seq_length,
-                        lora=config.lora, seed=config.train.seed,
-                        gradient_checkpointing=config.train.gradient_checkpointing)
+    loaded = load_policy(config, run_dir, backend)
     args = trainer_config(config, run_dir, evaluating=bool(val_questions))  # checked by run_training already
     accuracy = McqAccuracy(val_questions, config.prompt, config.train.per_device_eval_batch_size)
     trainer = SFTTrainer(
@@ -50,19 +48,8 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
     lengths.check(trainer.train_dataset, train_questions, config.data.train)
     if val_questions:
         lengths.check(trainer.eval_dataset, val_questions, config.data.validation or config.data.train)
-        if processes.is_main():
-            write_questions(val_questions, run_dir / VALIDATION_FILE)
-    if processes.is_main():
-        record_trainer(run_dir, library_record(trainer.args))  # as built: what the libraries made of the settings
-    checkpoint = resume_checkpoint(run_dir / "checkpoints") if resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    if val_questions:
-        accuracy.finish(trainer)
-    adapter_dir = run_dir / "adapter"
-    trainer.save_model(str(adapter_dir))  # on every process: the trainer writes from the main one
-    if processes.is_main():
-        loaded.tokenizer.save_pretrained(str(adapter_dir))
-        write_training_record(adapter_dir, config, backend)
+    adapter_dir, checkpoint = train_and_save(trainer, loaded.tokenizer, config, backend, run_dir, val_questions,
+                                             accuracy, resume)
     return _finish(trainer.state.log_history, run_dir, adapter_dir, backend, checkpoint, config,
                    train_questions, val_questions)
 
@@ -117,8 +104,6 @@ class _Lengths:
 
 def _finish(history: list[dict], run_dir: Path, adapter_dir: Path, backend: str, resumed_from, config: Config,
             train_questions: list[Question], val_questions: list[Question]) -> dict:
-    from ..plots import SFT_PANELS, plot_curves
-
     if processes.is_main():
         write_history(history, run_dir)
         plot_curves(history, run_dir / "train_curves.png", SFT_PANELS, title=f"SFT {run_dir.name}")
