@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shlex
@@ -244,6 +245,17 @@ def _check_strategy_here(path: Path) -> None:
                            f"CPU machine); use the ddp config here"])
     if kind == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError([f"--config-file {path.name}: DeepSpeed is not installed (pip install deepspeed)"])
+
+
+def launch(module_args: list[str], num_processes: int, config_file: str | Path | None = None) -> dict:
+    """Run ``python -m mcq_unsloth MODULE_ARGS`` in ``num_processes`` processes (:func:`launch_command`,
+    :func:`run_launch`) and return the JSON line its main process printed, the command's result; a launch that
+    fails raises :class:`LaunchError` (the processes' own messages are on standard error)."""
+    code, output = run_launch(launch_command(module_args, num_processes, config_file), capture=True)
+    if code != 0:
+        raise LaunchError(f"the launch of {num_processes} process(es) ended with exit code {code}; the processes' "
+                          f"messages are above")
+    return json.loads(next((line for line in reversed(output.splitlines()) if line.startswith("{")), "{}"))
 
 
 def run_launch(command: list[str], capture: bool = False) -> tuple[int, str]:

@@ -153,12 +153,12 @@ def test_bench_inference_prints_a_table():
 
 def test_a_file_not_found_in_our_own_code_is_a_bug_not_a_user_error(tmp_path, monkeypatch):
     """Only our typed errors become one line: a FileNotFoundError from inside the toolkit shows as the bug it is."""
-    import mcq_unsloth.api
+    import mcq_unsloth.api.artifacts
 
     def broken(*args, **kwargs):
         raise FileNotFoundError("/internal/table.json")
 
-    monkeypatch.setattr(mcq_unsloth.api, "synth_questions", broken)
+    monkeypatch.setattr(mcq_unsloth.api.artifacts, "synth_questions", broken)
     result = CliRunner().invoke(main, ["data", "synth", "--n", "4", str(tmp_path / "s.csv")])
     assert result.exit_code == 1 and isinstance(result.exception, FileNotFoundError)
 

@@ -13,7 +13,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from mcq_unsloth import api
+from mcq_unsloth.api import answers
 from mcq_unsloth.cli.main import main
 
 CLI_INFERENCE, CLI_BENCH, CLI_CONVERT, CLI_MAIN = ("mcq_unsloth.cli.inference", "mcq_unsloth.cli.benchmarks",
@@ -158,9 +158,9 @@ def test_a_launch_asks_its_processes_what_the_api_was_asked(command, extra, monk
         return {}
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(api, "_launch", launch)
-    monkeypatch.setattr(api, "load_questions", lambda data: [])
-    call = api.predict if command == "predict" else api.evaluate
+    monkeypatch.setattr(answers.processes, "launch", launch)
+    monkeypatch.setattr(answers, "load_questions", lambda data: [])
+    call = answers.predict if command == "predict" else answers.evaluate
     given = {"model": "runs/x/adapter", "data": "q.csv", **extra}
     out = {"out": "o.csv"} if command == "predict" else {"out_dir": "e"}
     call(**given, **out, num_processes=2)

@@ -16,7 +16,7 @@ import pytest
 
 # Every module a command reaches before it checks its outputs, imported now: while a test runs as an
 # unprivileged user, the standard library under /root cannot be read.
-import mcq_unsloth.api
+import mcq_unsloth.api.answers
 import mcq_unsloth.cli.inference  # noqa: F401
 import mcq_unsloth.demo  # noqa: F401
 import mcq_unsloth.inference.files  # noqa: F401
@@ -150,7 +150,7 @@ def test_a_full_disk_is_one_line(tmp_path, tiny_model_dir, questions_csv, monkey
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "sub.csv"))
 
-    monkeypatch.setattr(mcq_unsloth.api, "predict_file", full)
+    monkeypatch.setattr(mcq_unsloth.api.answers, "predict_file", full)
     line = error_line(run("predict", "--model", tiny_model_dir, "--data", questions_csv, "--out",
                           tmp_path / "sub.csv", *FAST))
     assert line == f"Error: {tmp_path / 'sub.csv'}: no space left on device; free some space, then run again"

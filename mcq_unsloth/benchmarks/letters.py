@@ -24,7 +24,8 @@ def bench_letters(model, data="shipped:mcq_zh.csv", *, debias=(16, 32), seed: in
     circular (vote and mean) letter scoring of one model on one labelled file (anything
     :func:`~mcq_unsloth.load_questions` reads), side by side, as a ``pandas.DataFrame`` (:func:`compare_letters`'s
     rows); ``attrs``: ``about`` (model, backend, precision, data) and ``table`` (the Markdown table ``mcq-unsloth
-    bench letters`` prints). ``model``: a folder, adapter, Hub id or .gguf file, or a loaded :class:`~mcq_unsloth.Model`.
+    bench letters`` prints). ``model``: a folder, adapter, Hub id or .gguf file, or a loaded
+    :class:`~mcq_unsloth.Model`.
 
     >>> print(mu.bench_letters("runs/smoke/adapter", debias=[16]).attrs["table"])     # doctest: +SKIP
     """

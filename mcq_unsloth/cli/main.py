@@ -1,6 +1,6 @@
 """The ``mcq-unsloth`` command line: each command parses its options, calls the API and prints. The package
-imports no heavy library until a model, a trainer or a table is needed, so ``--help`` is instant. User mistakes (bad files, bad recipes, existing outputs) end with one readable
-line and exit code 2, never a traceback."""
+imports no heavy library until a model, a trainer or a table is needed, so ``--help`` is instant. User mistakes
+(bad files, bad recipes, existing outputs) end with one readable line and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
