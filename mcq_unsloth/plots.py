@@ -55,6 +55,23 @@ def curves_figure(history: list[dict], panels: list[tuple[str, list[str]]], titl
     return figure
 
 
+def letters_figure(counts: dict[str, int], title: str = "answer letters"):
+    """A bar per letter with its count and share, as a :class:`~matplotlib.figure.Figure` (a skewed distribution is
+    what a position-biased model learns from)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3.6, 2.8))
+    axis = figure.subplots()
+    total = sum(counts.values()) or 1
+    bars = axis.bar(list(counts), list(counts.values()), color="#4c72b0")
+    axis.bar_label(bars, labels=[f"{n} ({n / total:.0%})" for n in counts.values()], fontsize=8)
+    axis.set_title(title)
+    axis.set_ylabel("questions")
+    axis.margins(y=0.15)
+    figure.tight_layout()
+    return figure
+
+
 def plot_curves(history: list[dict], path: Path, panels: list[tuple[str, list[str]]], title: str) -> Path | None:
     """:func:`curves_figure` written to ``path`` as PNG; returns the file, or None when nothing was logged."""
     figure = curves_figure(history, panels, title)

@@ -8,6 +8,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--screenshots", default=None, metavar="DIR",
+                     help="the page's browser tests write a screenshot of each tab into DIR (docs/ui for the README)")
+
+
 def pytest_configure(config):
     # As in the CLI, Unsloth is imported before transformers, or it warns and patches too late.
     from mcq_unsloth.model.backends import unsloth_status

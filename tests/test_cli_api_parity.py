@@ -8,6 +8,7 @@ CLI fills from something else, fails here.
 """
 
 import inspect
+from pathlib import Path
 
 import click
 import pytest
@@ -44,9 +45,11 @@ CALLS = {
     "tiny": (CLI_MAIN, "write_tiny", ["o"], {}),
     "smollm2": (CLI_MAIN, "write_smollm2", ["o"], {}),
     "demo": (CLI_MAIN, "run_demo", [], {"out": "out", "overwrite": "overwrite"}),
+    "ui": ("mcq_unsloth.ui.app", "serve", [], {}),
 }
 # Strings the command line parses before the call: a changed value it accepts.
-PARSED = {"batch_size": "3", "weights": "2,1", "sizes": "4", "kinds": "plain", "tasks": "score", "variants": "grpo"}
+PARSED = {"batch_size": "3", "weights": "2,1", "sizes": "4", "kinds": "plain", "tasks": "score", "variants": "grpo",
+          "root": str(Path(__file__).parent)}  # an existing folder
 
 
 def _commands(group: click.Group, prefix: str = ""):

@@ -16,7 +16,8 @@ FLOORS = [
     {"training", "convert"},                                                           # the stages built on it
     {"benchmarks", "api", "demo"},                                                      # workflows
     {"__init__"},                                                                      # the public names
-    {"cli", "ui"},                                                                     # front ends
+    {"ui"},                                                                            # the page
+    {"cli"},                                                                           # the command line
     {"__main__"},                                                                      # python -m mcq_unsloth
 ]
 SHARED = {0, 1}  # floors whose folders and modules may import one another (one way: the cycle check)

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -30,14 +31,15 @@ def user_error_types() -> tuple[type[Exception], ...]:
 
 
 @contextlib.contextmanager
-def user_errors(*writes: str | Path):
+def user_errors(*writes: str | Path, parameters: Iterable[str] = ()):
     """Turn the exceptions that are the user's to fix, and the machine's conditions, into :class:`UserError`
     (one line, exit code 2). ``writes`` are the outputs the command writes: a machine's refusal that does not say
-    where (a full disk met inside safetensors or torch) names them."""
+    where (a full disk met inside safetensors or torch) names them. ``parameters``: the names, beside the public
+    API's, that the command's call takes and its errors may name (shown as flags)."""
     try:
         yield
     except user_error_types() as error:
-        raise UserError(as_flags(str(error))) from None
+        raise UserError(as_flags(str(error), parameters)) from None
     except _machine_error_types() as error:
         code = machine_errno(error, writes)
         if code is None:
@@ -55,7 +57,7 @@ _ASSIGNED = re.compile(r"(?<![\w.\-])([a-z][a-z0-9_]*)=(True\b|False\b|'[^']*'|[
 _LEADING = re.compile(r"(^|\n  - )([a-z][a-z0-9_]*):(?= )")
 
 
-def as_flags(message: str) -> str:
+def as_flags(message: str, extra: Iterable[str] = ()) -> str:
     """An API error's message with the API's parameters written as the command line's flags.
 
     >>> as_flags("runs/x exists; pass overwrite=True to replace it, or another out=")
@@ -65,7 +67,7 @@ def as_flags(message: str) -> str:
     >>> as_flags("tasks: unknown ppo; choose among sft, grpo (train.max_steps=20 stays a setting)")
     '--tasks: unknown ppo; choose among sft, grpo (train.max_steps=20 stays a setting)'
     """
-    parameters = api_parameters()
+    parameters = api_parameters() | set(extra)
 
     def assigned(match: re.Match) -> str:
         name, value = match.group(1), match.group(2)

@@ -4,6 +4,7 @@ imports no heavy library until a model, a trainer or a table is needed, so ``--h
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -204,6 +205,30 @@ def demo(out, overwrite):
         check_writable(out, folder=True)
         result = run_demo(Path(out), overwrite)
     click.echo(json.dumps(result, ensure_ascii=False))
+
+
+# --- the page -----------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--root", type=click.Path(file_okay=False, exists=True), default=".", show_default=True,
+              help="The folder the page serves: every file it reads or writes is under it.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any but the machine's own needs --auth; or keep it and use an SSH tunnel.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--auth", default=None, metavar="USER:PASSWORD", help="A password for the page.")
+def ui(root, host, port, auth):
+    """The whole workflow in a local web page (Gradio): data, training, runs, evaluation, export. Prints its
+    URL; Ctrl-C stops the page, never a run it started."""
+    # The page's modules import Gradio (seconds): only this command pays for it, --help stays instant.
+    from ..ui.app import serve
+
+    with user_errors(parameters=inspect.signature(serve).parameters):
+        app = serve(root, host=host, port=port, auth=auth, block=False)
+    click.echo(f"mcq-unsloth ui: {app.local_url} (serving {Path(root).resolve()}; Ctrl-C stops the page)")
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,175 @@
+"""The page (``mcq-unsloth ui``): paths kept inside its root, safe serving (a reachable address needs a password,
+a wrong password gets nothing), and the page itself driven in a real headless Chromium (Debian's, through
+Playwright's ``executable_path``) with every request that leaves the app's own address recorded and refused.
+``pytest tests/test_ui.py --screenshots docs/ui`` writes the screenshots the README shows."""
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mcq_unsloth.data.questions import write_questions
+from mcq_unsloth.data.synthetic import synth_questions
+from mcq_unsloth.errors import OutputError, OutsideRoot
+from mcq_unsloth.ui.roots import Root
+
+from helpers import error_line, run
+
+CHROMIUM = "/usr/bin/chromium"
+# Not even the browser's own background requests (updates, safe browsing) may leave the machine.
+OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost"
+
+
+# --- paths ---------------------------------------------------------------------------------------------
+
+def test_every_path_the_page_takes_stays_under_its_root(tmp_path):
+    root_dir = tmp_path / "root"
+    (root_dir / "data").mkdir(parents=True)
+    (root_dir / "data" / "q.csv").write_text("x")
+    outside = tmp_path / "secret.csv"
+    outside.write_text("x")
+    (root_dir / "out-link.csv").symlink_to(outside)
+    (root_dir / "in-link.csv").symlink_to(root_dir / "data" / "q.csv")
+    root = Root(root_dir)
+    assert root.resolve("data/q.csv") == root_dir.resolve() / "data" / "q.csv"
+    assert root.resolve(root_dir / "data" / "q.csv") == root_dir.resolve() / "data" / "q.csv"  # absolute inside
+    assert root.resolve("in-link.csv") == root_dir.resolve() / "data" / "q.csv"
+    for escape in ["../secret.csv", "data/../../secret.csv", str(outside), "/etc/passwd", "out-link.csv"]:
+        with pytest.raises(OutsideRoot, match="outside the folder this page serves"):
+            root.resolve(escape)
+    assert root.files() == ["data/q.csv", "in-link.csv"]  # the link leading out is never listed
+
+
+def test_an_upload_lands_under_uploads_and_never_replaces_a_file(tmp_path):
+    root = Root(tmp_path)
+    source = tmp_path / "incoming.csv"
+    source.write_text("first")
+    assert root.save_upload(source, "/tmp/gradio/abc/q.csv") == "uploads/q.csv"
+    source.write_text("second")
+    assert root.save_upload(source, "q.csv") == "uploads/q-1.csv"
+    assert (tmp_path / "uploads" / "q.csv").read_text() == "first"
+    assert (tmp_path / "uploads" / "q-1.csv").read_text() == "second"
+    with pytest.raises(OutputError, match="more than the 0 MB an upload may be"):
+        root.save_upload(source, "big.csv", limit=2)
+    assert not (tmp_path / "uploads" / "big.csv").exists()
+
+
+# --- serving -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, says", [
+    (["--host", "0.0.0.0"], "Error: --host: 0.0.0.0 can be reached from other machines, and --auth is not set"),
+    (["--auth", "ana"], "Error: --auth: give USER:PASSWORD, both parts non-empty"),
+])
+def test_a_page_others_could_reach_needs_a_password(tmp_path, args, says):
+    line = error_line(run("ui", "--root", tmp_path, *args))
+    assert line.startswith(says), line
+    assert "ssh -L" in line or "USER:PASSWORD" in line
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """Start ``mcq-unsloth ui`` in a process of its own, as a user would; yields a function that starts one and
+    returns its URL. Every server is stopped afterwards."""
+    started = []
+
+    def start(root: Path, *args: str) -> str:
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "mcq_unsloth", "ui", "--root", str(root), "--port",
+                                   str(port), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(server)
+        deadline, seen = time.monotonic() + 120, []
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([server.stdout], [], [], 1)
+            if ready:
+                line = server.stdout.readline()
+                seen.append(line)
+                if line.startswith("mcq-unsloth ui: http://"):
+                    return line.split()[2]
+            if server.poll() is not None:
+                break
+        raise AssertionError("the page did not start:\n" + "".join(seen))
+
+    yield start
+    for server in started:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_wrong_password_gets_no_page(tmp_path, serve):
+    import httpx
+
+    url = serve(tmp_path, "--auth", "ana:s3cret")
+    assert httpx.get(url + "config").status_code == 401  # the page's configuration, its components and files
+    assert httpx.post(url + "login", data={"username": "ana", "password": "wrong"}).status_code == 400
+    with httpx.Client() as client:
+        assert client.post(url + "login", data={"username": "ana", "password": "s3cret"}).status_code == 200
+        assert client.get(url + "config").status_code == 200
+
+
+# --- the page in a real browser ------------------------------------------------------------------------
+
+@pytest.fixture
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no {CHROMIUM}: as root, bash scripts/install_browser.sh (make install does)")
+    with playwright.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=CHROMIUM, args=[OFFLINE])
+        yield launched
+        launched.close()
+
+
+def _open(browser, url: str):
+    """A page at ``url`` and the list of every request it makes to another address."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    elsewhere: list[str] = []
+    own = url.rstrip("/")
+    page.on("request", lambda request: None if request.url.startswith((own, "data:", "blob:"))
+            else elsewhere.append(request.url))
+    page.goto(url)
+    page.get_by_text("every file the page reads or writes is under it").wait_for(timeout=60_000)
+    return page, elsewhere
+
+
+def _shoot(page, request, name: str) -> None:
+    folder = request.config.getoption("--screenshots")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_the_data_tab_shows_a_file_and_names_a_bad_row(tmp_path, serve, browser, request):
+    root = tmp_path / "root"
+    root.mkdir()
+    write_questions(synth_questions(12, seed=3), root / "questions.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,question,A,B,C,D,answer\n1,q,a,b,c,d,A\n2,q,a,b,c,d,E\n")
+    page, elsewhere = _open(browser, serve(root))
+
+    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    status = page.locator("#data-status")
+    status.get_by_text("Error").wait_for(timeout=30_000)
+    assert "data row 2, column 'answer': answer E is not among the options A, B, C, D" in status.inner_text()
+    assert (root / "uploads" / "bad.csv").read_bytes() == bad.read_bytes()  # kept, to fix and pick again
+
+    page.locator("#data-file input").click()
+    page.get_by_role("option", name="questions.csv").click()
+    status.get_by_text("12 questions").wait_for(timeout=30_000)
+    assert status.inner_text() == "questions.csv: 12 questions, 4 options each, labelled"
+    assert page.get_by_text(synth_questions(12, seed=3)[0].question).count() >= 1  # the preview
+    page.locator("#data-letters img, #data-letters canvas, #data-letters svg").first.wait_for(timeout=30_000)
+    _shoot(page, request, "data")
+    assert elsewhere == []
