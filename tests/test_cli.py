@@ -17,7 +17,7 @@ from helpers import error_line
 COMMANDS = [[], ["data"], ["data", "check"], ["data", "synth"], ["recipe"], ["recipe", "list"],
             ["recipe", "show"], ["recipe", "cp"], ["recipe", "run"], ["tiny"], ["demo"], ["predict"], ["eval"],
             ["bench"], ["bench", "inference"], ["bench", "letters"], ["bench", "padding"], ["bench", "grpo-variants"],
-            ["export"], ["verify-gguf"]]
+            ["export"], ["verify-gguf"], ["ui"]]
 
 
 def run(*args):
