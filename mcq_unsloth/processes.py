@@ -94,22 +94,29 @@ def exit_process(code) -> None:
     without an active exception"), turning a launch that wrote all its outputs into a failed one."""
     if not _on_gloo:
         sys.exit(code)
-    _stop_gloo()
+    _stop_gloo(finished=code in (0, None))
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
-def _stop_gloo() -> None:
+def _stop_gloo(finished: bool = False) -> None:
     """Leave the gloo process group while the interpreter is whole: left to the interpreter's own teardown, gloo's
     worker threads can abort the process ("terminate called without an active exception", SIGABRT) after its work
-    is done, failing a launch that succeeded (seen once in a whole test run here; pytorch/pytorch#190489). Not
-    done for NCCL, where tearing down after a failed peer could wait for it."""
+    is done, failing a launch that succeeded (pytorch/pytorch#190489). A process that finished waits for the others
+    first: one that left the group while its peer still wrote its outputs was seen to abort the same way. Not done
+    for NCCL, where tearing down after a failed peer could wait for it."""
     import torch.distributed as dist
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if finished:
+        try:
+            dist.barrier()  # within the group's timeout; a peer that failed is ended by the launcher
+        except RuntimeError:  # the peer is gone (its own line says why): leave all the same
+            pass
+    dist.destroy_process_group()
 
 
 def device_map(accelerator: bool) -> dict | str | None:
