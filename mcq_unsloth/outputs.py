@@ -134,6 +134,12 @@ def _create(lock: Path) -> bool:
     return True
 
 
+def writer(path: str | Path) -> str | None:
+    """Who is writing the output ``path`` now ("process PID on HOST"), or None: nobody holds its lock, or the
+    process that did has ended."""
+    return _holder(lock_path(path))
+
+
 def _holder(lock: Path) -> str | None:
     """Who holds ``lock`` ("process PID on HOST"), or None when the lock is stale: its process has ended on this
     host, or the file is empty or garbled and older than a few seconds (a writer that died creating it). A

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .errors import RunExists
+from .outputs import writer
 
 LIBRARIES = ("mcq-unsloth", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes",
              "unsloth", "unsloth_zoo")
@@ -40,6 +41,23 @@ def finished_summary(run_dir: Path) -> dict:
     if "finished" not in record:
         raise RunExists(f"{run_dir} holds no finished run (run.json has no summary)")
     return record["finished"]
+
+
+def run_status(run_dir: Path) -> tuple[str, str]:
+    """What a run folder is now, read from the folder alone (so a page, a second tab or a restarted server sees
+    the same): ``("running", "process PID on HOST")`` while a process holds its lock, ``("finished", adapter)``,
+    ``("failed", the error)``, or ``("stopped", the last complete checkpoint or that there is none)``."""
+    run_dir = Path(run_dir)
+    if (holder := writer(run_dir)) is not None:
+        return "running", holder
+    path = run_dir / "run.json"
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if "finished" in record:
+        return "finished", str(record["finished"].get("adapter", ""))
+    if "failed" in record:
+        return "failed", record["failed"]["error"]
+    last = latest_checkpoint(run_dir / "checkpoints")
+    return "stopped", f"last complete checkpoint: {Path(last).name}" if last else "stopped before its first checkpoint"
 
 
 def read_history(run_dir: Path) -> list[dict]:

@@ -1,6 +1,8 @@
 """Run folders: nothing overwritten without asking, and an interrupted checkpoint never picked."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,32 @@ def test_an_unknown_target_module_lists_the_models_linear_layers_and_the_correct
         assert not out.exists()
     assert ok(run("recipe", "smoke", "--out", out, "--set", "lora.target_modules=q_proj",
                   *[a for o in QUICK for a in ("--set", o)]))["steps"] == 2
+
+
+# --- what a run folder says it is ----------------------------------------------------------------------------
+
+def test_a_run_folder_says_what_it_is_running_finished_failed_or_stopped(tmp_path, trained_run, monkeypatch):
+    import mcq_unsloth as mu
+    import mcq_unsloth.training.run
+    from mcq_unsloth.outputs import exclusive
+    from mcq_unsloth.records import run_status
+
+    assert run_status(trained_run) == ("finished", str(trained_run / "adapter"))
+    with exclusive(trained_run):  # what a process training into it holds
+        state, holder = run_status(trained_run)
+    assert state == "running" and holder.startswith(f"process {os.getpid()} on ")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the kernel exploded\nsecond line")
+
+    monkeypatch.setattr(mcq_unsloth.training.run, "train_sft", broken)
+    with pytest.raises(RuntimeError):
+        mu.train("smoke", out=tmp_path / "broken", overrides={"train.max_steps": 1})
+    assert run_status(tmp_path / "broken") == ("failed", "RuntimeError: the kernel exploded")
+
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "run.json").write_text(json.dumps({"recipe": "smoke"}))  # Ctrl-C before the first checkpoint
+    assert run_status(stopped) == ("stopped", "stopped before its first checkpoint")
+    shutil.copytree(trained_run / "checkpoints", stopped / "checkpoints")
+    assert run_status(stopped) == ("stopped", "last complete checkpoint: checkpoint-2")

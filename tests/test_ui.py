@@ -173,3 +173,32 @@ def test_the_data_tab_shows_a_file_and_names_a_bad_row(tmp_path, serve, browser,
     page.locator("#data-letters img, #data-letters canvas, #data-letters svg").first.wait_for(timeout=30_000)
     _shoot(page, request, "data")
     assert elsewhere == []
+
+
+@pytest.mark.slow
+def test_the_runs_tab_lists_the_folders_runs_and_keeps_them_across_a_reload(tmp_path, trained_run, serve, browser,
+                                                                            request):
+    import json
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(trained_run, root / "runs" / "smoke")
+    failed = root / "runs" / "broken"
+    failed.mkdir(parents=True)
+    (failed / "run.json").write_text(json.dumps({"recipe": "smoke", "failed": {"at": "now", "error": "RuntimeError: boom"}}))
+    page, elsewhere = _open(browser, serve(root))
+    page.get_by_role("tab", name="Runs").click()
+    table = page.locator("#runs-table")
+    table.get_by_text("RuntimeError: boom").wait_for(timeout=30_000)
+    assert "finished" in table.inner_text() and "failed" in table.inner_text()
+    page.locator("#runs-pick input").click()
+    page.get_by_role("option", name="runs/smoke").click()
+    page.locator("#runs-status").get_by_text("finished").wait_for(timeout=30_000)
+    assert "eval_accuracy" in page.locator("#runs-status").inner_text()
+    page.locator("#runs-curves img, #runs-curves canvas, #runs-curves svg").first.wait_for(timeout=30_000)
+    _shoot(page, request, "runs")
+
+    page.reload()  # the runs are the folders' state, not the browser's
+    page.get_by_role("tab", name="Runs").click()
+    page.locator("#runs-table").get_by_text("RuntimeError: boom").wait_for(timeout=30_000)
+    assert elsewhere == []

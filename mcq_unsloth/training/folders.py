@@ -87,6 +87,15 @@ def record_finished(run_dir: Path, summary: dict) -> None:
     write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
+def record_failed(run_dir: Path, error: BaseException) -> None:
+    """Add why a started run stopped with an error to ``run.json``, as ``failed`` (the first line of the error; a
+    later resume that finishes adds ``finished``, which is what the run is then)."""
+    record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    line = (str(error).strip().splitlines() or [""])[0]
+    record["failed"] = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "error": f"{type(error).__name__}: {line}"}
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
 def _check_same_config(run_dir: Path, config: Config) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
@@ -99,7 +108,7 @@ def _check_same_config(run_dir: Path, config: Config) -> None:
     changed += [key for key, value in current.items() if not isinstance(value, dict) and saved.get(key) != value]
     if changed:
         raise RunExists(f"cannot resume {run_dir} with different settings ({', '.join(changed)}); resume with the "
-                        f"run's own settings, or start a new run with --out")
+                        f"run's own settings, or start a new run in another out=")
 
 
 def resume_checkpoint(folder: Path) -> str | None:

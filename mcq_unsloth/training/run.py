@@ -24,7 +24,7 @@ from ..errors import ConfigError, OutOfMemory, USER_ERRORS, machine_errno
 from ..model.backends import adapter_base, out_of_memory_errors, resolve_backend
 from ..outputs import check_writable, exclusive
 from ..records import latest_checkpoint
-from .folders import prepare_run_dir, record_finished, record_run
+from .folders import prepare_run_dir, record_failed, record_finished, record_run
 from .grpo import train_grpo
 from .sft import train_sft
 
@@ -55,15 +55,19 @@ def run_training(config: Config, run_dir: Path, recipe: str, *, resume: bool = F
             result = _run_task(config, run_dir, resume)
         except out_of_memory_errors() as error:
             last = latest_checkpoint(run_dir / "checkpoints")
-            raise OutOfMemory(
+            stopped = OutOfMemory(
                 f"out of GPU memory ({str(error).splitlines()[0]}); last complete checkpoint: {last or 'none yet'}. "
                 f"Lower train.per_device_train_batch_size (raising train.gradient_accumulation_steps to keep the "
                 f"batch), model.max_seq_length"
                 + (", grpo.num_generations or grpo.max_completion_length" if config.task == "grpo" else "")
-                + ", then continue with resume=True") from None
+                + ", then continue with resume=True")
+            if processes.is_main():
+                _record_failed(run_dir, stopped)
+            raise stopped from None
         except Exception as error:
             if processes.is_main():
                 _remove_unstarted(run_dir, error, resume)
+                _record_failed(run_dir, error)
             raise
         result.update(seconds=round(time.perf_counter() - start, 1), processes=processes.count(),
                       effective_batch=config.train.effective_batch(processes.count()))
@@ -142,6 +146,15 @@ def _inputs(config: Config) -> str:
     files = [Path(name) for name in (config.data.train, config.data.validation)
              if name and not name.startswith(("synth:", "synth-held-out:", "shipped:"))]
     return processes.fingerprint(dump_yaml(config), *files)
+
+
+def _record_failed(run_dir: Path, error: Exception) -> None:
+    """A started run's folder says why it stopped (what the page's list of runs shows), when it can be written."""
+    if (run_dir / "run.json").is_file():
+        try:
+            record_failed(run_dir, error)
+        except OSError:  # a full disk, most likely: the error raised says why the run stopped all the same
+            pass
 
 
 def _remove_unstarted(run_dir: Path, error: Exception, resume: bool) -> None:

@@ -10,7 +10,7 @@ import socket
 import gradio as gr
 
 from ..errors import ConfigError
-from . import data_tab
+from . import data_tab, runs_tab
 from .roots import UPLOAD_LIMIT, Root
 
 TITLE = "mcq-unsloth"
@@ -22,6 +22,7 @@ def build_app(root: Root) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nServing `{root.folder}`: every file the page reads or writes is under it.")
         with gr.Tabs():
             data_tab.build(root)
+            runs_tab.build(root, app)
     return app
 
 

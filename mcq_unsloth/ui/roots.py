@@ -61,6 +61,18 @@ class Root:
                         return sorted(found)
         return sorted(found)
 
+    def runs(self, depth: int = 3) -> list[str]:
+        """The run folders under the root (a folder holding ``run.json``), relative to it, sorted; ``depth`` levels
+        down at most (``runs/NAME`` and ``runs/bench/VARIANT-r0`` are found)."""
+        found = []
+        for folder, subfolders, names in os.walk(self.folder):
+            level = len(Path(folder).relative_to(self.folder).parts)
+            subfolders[:] = [] if level >= depth else sorted(
+                d for d in subfolders if d not in _SKIPPED and not d.startswith(".") and d != "checkpoints")
+            if "run.json" in names and Path(folder) != self.folder:
+                found.append(str(Path(folder).relative_to(self.folder)))
+        return sorted(found)
+
     def save_upload(self, source: str | Path, name: str, limit: int = UPLOAD_LIMIT) -> str:
         """Copy an uploaded file into ``ROOT/uploads/`` under its own name, or ``NAME-1``, ``NAME-2``... when
         that is taken (nothing is replaced); its path relative to the root."""
