@@ -202,3 +202,58 @@ def test_the_runs_tab_lists_the_folders_runs_and_keeps_them_across_a_reload(tmp_
     page.get_by_role("tab", name="Runs").click()
     page.locator("#runs-table").get_by_text("RuntimeError: boom").wait_for(timeout=30_000)
     assert elsewhere == []
+
+
+# --- training started by the page ---------------------------------------------------------------------
+
+def _wait_for(condition, seconds: float = 180, every: float = 0.5):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (value := condition()):
+            return value
+        time.sleep(every)
+    raise AssertionError(f"not within {seconds} s")
+
+
+@pytest.mark.slow
+def test_a_run_the_page_starts_trains_in_its_own_process_and_a_second_start_is_refused(tmp_path):
+    from helpers import QUICK
+    from mcq_unsloth.errors import RunExists
+    from mcq_unsloth.records import run_status
+    from mcq_unsloth.ui import jobs
+
+    root = Root(tmp_path)
+    log = jobs.start(root, "smoke", "runs/smoke", QUICK)
+    _wait_for(lambda: run_status(tmp_path / "runs" / "smoke")[0] == "running", every=0.05)
+    with pytest.raises(RunExists, match="is being trained by process"):
+        jobs.start(root, "smoke", "runs/smoke", QUICK)
+    _wait_for(lambda: run_status(tmp_path / "runs" / "smoke")[0] == "finished")
+    assert log.read_text().startswith("$ mcq-unsloth recipe smoke --out ")
+    assert '"eval_accuracy"' in log.read_text()  # the run's own closing line
+
+
+@pytest.mark.slow
+def test_stop_is_ctrl_c_and_resume_continues_from_the_last_checkpoint(tmp_path):
+    from mcq_unsloth.records import run_status
+    from mcq_unsloth.ui import jobs
+
+    root = Root(tmp_path)
+    folder = tmp_path / "runs" / "long"
+    settings = ["train.max_steps=400", "train.save_steps=2", "train.eval_steps=1000", "data.train=synth:64",
+                "data.validation=synth-held-out:8"]
+    jobs.start(root, "smoke", "runs/long", settings)
+    _wait_for(lambda: (folder / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file())
+    assert "asked process" in jobs.stop(root, "runs/long")
+    state, detail = _wait_for(lambda: (s := run_status(folder))[0] != "running" and s)
+    assert state == "stopped" and detail.startswith("last complete checkpoint: checkpoint-")
+    stopped_at = int(detail.rsplit("-", 1)[1])
+
+    def newer_checkpoint():
+        return any(int(p.name.split("-")[1]) > stopped_at for p in (folder / "checkpoints").glob("checkpoint-*")
+                   if (p / "trainer_state.json").is_file())
+
+    jobs.start(root, "smoke", "runs/long", settings, resume=True)  # the same settings, as a resume needs
+    _wait_for(newer_checkpoint)
+    jobs.stop(root, "runs/long")
+    assert _wait_for(lambda: (s := run_status(folder))[0] != "running" and s)[0] == "stopped"
+    assert "resumed" in (folder / "run.json").read_text()
