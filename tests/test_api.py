@@ -153,6 +153,9 @@ def test_predict_to_a_file_writes_what_the_cli_writes(model, tmp_path, tiny_mode
     assert list(answers["answer"]) == [line.split(",")[1] for line in (tmp_path / "cli.csv").read_text().split()[1:]]
     with pytest.raises(mcq_unsloth.errors.OutputError, match="exists; pass resume=True"):
         mcq_unsloth.predict(model, data, out=tmp_path / "api.csv", progress=False)
+    counts = mcq_unsloth.predict(model, data, out=tmp_path / "counts.csv", progress=False, answers=False)
+    assert len(counts) == 0 and counts.attrs["answered"] == 10 and list(counts.columns) == list(answers.columns)
+    assert (tmp_path / "counts.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
 
 
 def test_evaluate_equals_eval(model, tmp_path, tiny_model_dir):

@@ -35,7 +35,7 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
             raw: str | Path | None = None, resume: bool = False, overwrite: bool = False, on_long: str = "shorten", id_column: str = "id",
             answer_column: str = "answer", prompt=None, backend: str = "auto", dtype: str = "auto",
             load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True,
-            num_processes: int | None = None, accelerate_config: str | Path | None = None):
+            num_processes: int | None = None, accelerate_config: str | Path | None = None, answers: bool = True):
     """Answer every question of ``data`` and return a ``pandas.DataFrame`` in its order: ``id``, ``answer``
     (None where no letter could be read) and, in score mode, ``prob_A``, ``prob_B``... or, in generate mode,
     ``raw`` (the model's reply). ``model`` is a :class:`Model` from :func:`load`, or anything :func:`load`
@@ -58,7 +58,9 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     ``num_processes`` (one per GPU) answers data-parallel: ``accelerate launch`` runs ``mcq-unsloth predict`` in
     that many processes (with ``accelerate_config``, a file or a shipped name, when given), each its share of
     ``data`` into part files merged in order into ``out``; ``model`` and ``data`` are then names or files, and the
-    answers come back through ``out`` and ``raw`` (without ``raw``, the frame holds the letters alone). Called
+    answers come back through ``out`` and ``raw`` (without ``raw``, the frame holds the letters alone). With ``out``,
+    ``answers=False`` returns the counts alone (a frame without rows, its ``attrs``): what the command line asks,
+    which prints them, so that a launch's million answers are not read back into one process. Called
     in every process of a launch someone else started, with ``out``, each reads its share of ``data`` alone and
     returns the answers of its share alone (no process holds them all).
 
@@ -74,14 +76,16 @@ def predict(model, data, *, mode: str = "score", batch_size: int | None = None, 
     out = Path(out) if out is not None else None
     if num_processes is not None or accelerate_config is not None:
         return _predict_launched(model, data, settings, out, resume, overwrite, loading, num_processes or 1,
-                                 accelerate_config)
+                                 accelerate_config, answers)
     _data_parallel_only()
     if out is None:
         return _predict_in_memory(model, load_questions(data), settings, loading, progress)
     _check_outputs(data, out, settings.raw, resume, overwrite)  # nothing is read or loaded for a file not writable
     if processes.count() > 1:  # a process of a launch: its share of data, read alone
-        return _predict_share(model, data, out, settings, loading, resume, overwrite, progress)
-    return _predict_file(model, load_questions(data), out, settings, loading, resume, progress)
+        frame = _predict_share(model, data, out, settings, loading, resume, overwrite, progress)
+    else:
+        frame = _predict_file(model, load_questions(data), out, settings, loading, resume, progress)
+    return frame if answers else _counts_only(frame)
 
 
 def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None, circular: bool = False,
@@ -90,7 +94,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
              on_long: str = "shorten", prompt=None, backend: str = "auto", dtype: str = "auto",
              load_in_4bit: bool | None = None, base: str | None = None, progress: bool = True,
              card: bool = False, num_processes: int | None = None,
-             accelerate_config: str | Path | None = None) -> dict:
+             accelerate_config: str | Path | None = None, answers: bool = True) -> dict:
     """Answer the labelled questions of ``data`` as :func:`predict` does (the same options) and return the
     metrics ``mcq-unsloth eval`` reports: ``accuracy``, ``unparseable``, the predicted and gold letter
     distributions, the ``confusion`` matrix, in score mode ``ties``, with ``circular`` ``circular_accuracy`` and
@@ -101,6 +105,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     model card (README.md) training wrote beside an adapter or merged model. ``num_processes`` and
     ``accelerate_config`` launch ``mcq-unsloth eval`` as :func:`predict` launches ``predict`` (``out_dir`` is then
     needed: the metrics come back through its metrics.json, the answers through predictions.jsonl).
+    ``answers=False`` (with ``out_dir``) leaves ``predictions`` None.
 
     >>> report = mu.evaluate(model, "shipped:mcq_zh.csv")          # doctest: +SKIP
     >>> report["accuracy"], report["predictions"].head()            # doctest: +SKIP
@@ -111,7 +116,7 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     loading = _Loading(prompt, backend, dtype, load_in_4bit, base)
     if num_processes is not None or accelerate_config is not None:
         return _evaluate_launched(model, data, settings, out_dir, resume, overwrite, card, loading, num_processes or 1,
-                                  accelerate_config)
+                                  accelerate_config, answers)
     _data_parallel_only()
     if out_dir is None:
         return _evaluate_in_memory(model, data, _labelled(data), settings, loading, card, progress)
@@ -120,8 +125,10 @@ def evaluate(model, data, *, mode: str = "score", batch_size: int | None = None,
     _refuse_existing(out_dir / "predictions.csv", resume, overwrite)
     check_writable(out_dir, folder=True)
     if processes.count() > 1:  # a process of a launch: its share of data, read alone
-        return _evaluate_share(model, data, out_dir, settings, loading, card, resume, overwrite, progress)
-    return _evaluate_folder(model, data, _labelled(data), out_dir, settings, loading, card, resume, progress)
+        result = _evaluate_share(model, data, out_dir, settings, loading, card, resume, overwrite, progress)
+    else:
+        result = _evaluate_folder(model, data, _labelled(data), out_dir, settings, loading, card, resume, progress)
+    return result if answers else {**result, "predictions": None}
 
 
 def ensemble(predictions, weights=None, *, out: str | Path | None = None, overwrite: bool = False):
@@ -161,7 +168,7 @@ class _Loading:
 
 
 def _predict_launched(model, data, settings: PredictSettings, out: Path | None, resume: bool, overwrite: bool,
-                      loading: _Loading, num_processes: int, accelerate_config):
+                      loading: _Loading, num_processes: int, accelerate_config, answers: bool):
     """:func:`predict` in ``num_processes`` processes started by accelerate's launcher; the answers are the files
     they wrote, the counts the line the main process printed."""
     _check_launchable(model, data, loading, out, "out")
@@ -169,6 +176,8 @@ def _predict_launched(model, data, settings: PredictSettings, out: Path | None, 
             "--id-column", settings.id_column, "--answer-column", settings.answer_column,
             *(["--raw", str(settings.raw)] if settings.raw else [])]
     counts = processes.launch(args, num_processes, accelerate_config)
+    if not answers:
+        return _counts_only(answers_frame([], {}, settings), counts)
     questions, letters, kept = load_questions(data), read_predictions(out, settings), records_of(settings.raw)
     frame = answers_frame(questions, {q.id: kept.get(q.id, {"id": q.id, "prediction": letters.get(q.id)})
                                       for q in questions}, settings)
@@ -177,7 +186,7 @@ def _predict_launched(model, data, settings: PredictSettings, out: Path | None, 
 
 
 def _evaluate_launched(model, data, settings: PredictSettings, out_dir: Path | None, resume: bool, overwrite: bool,
-                       card: bool, loading: _Loading, num_processes: int, accelerate_config) -> dict:
+                       card: bool, loading: _Loading, num_processes: int, accelerate_config, answers: bool) -> dict:
     """:func:`evaluate` in ``num_processes`` processes started by accelerate's launcher; the metrics are the
     metrics.json the main process wrote."""
     _check_launchable(model, data, loading, out_dir, "out_dir")
@@ -186,6 +195,8 @@ def _evaluate_launched(model, data, settings: PredictSettings, out_dir: Path | N
             *(["--card"] if card else [])]
     processes.launch(args, num_processes, accelerate_config)
     result = json.loads((out_dir / "metrics.json").read_text(encoding="utf-8"))
+    if not answers:
+        return {**result, "predictions": None}
     return {**result, "predictions": answers_frame(load_questions(data), records_of(settings.raw), settings)}
 
 
@@ -348,6 +359,13 @@ def _decided(model, loading: _Loading, settings: PredictSettings, card: bool = F
     if card:
         _card_folder(decided)
     return decided, replace(settings, produced_by=decided.produced_by)
+
+
+def _counts_only(frame, counts: dict | None = None):
+    """``frame``'s columns and ``attrs`` (with ``counts``), without its rows: ``answers=False``."""
+    empty = frame.iloc[0:0].copy()
+    empty.attrs = {**frame.attrs, **(counts or {})}
+    return empty
 
 
 def _labelled(data) -> list:

@@ -127,7 +127,8 @@ def predict(model_dir, base, data_file, mode, batch_size, max_new_tokens, circul
                                   out=out, raw=raw, resume=resume, overwrite=overwrite, on_long=on_long,
                                   id_column=id_column, answer_column=answer_column, prompt=template, backend=backend, dtype=dtype,
                                   load_in_4bit=load_in_4bit, base=base, progress=is_main(),
-                                  num_processes=num_processes, accelerate_config=config_file)
+                                  num_processes=num_processes, accelerate_config=config_file,
+                                  answers=False)  # the counts alone are printed
     if is_main():
         click.echo(json.dumps(frame.attrs, ensure_ascii=False))
 
@@ -150,7 +151,7 @@ def eval_command(model_dir, base, data_file, mode, batch_size, max_new_tokens, c
                           max_new_tokens=max_new_tokens, out_dir=out_dir, resume=resume, overwrite=overwrite,
                           on_long=on_long, prompt=template, backend=backend, dtype=dtype, load_in_4bit=load_in_4bit,
                           base=base, progress=is_main(), card=card, num_processes=num_processes,
-                          accelerate_config=config_file)
+                          accelerate_config=config_file, answers=False)  # the metrics alone are printed
     if not is_main():
         return
     summary = {k: result[k] for k in ("accuracy", "unparseable", "questions", "questions_per_second", "seconds")}
