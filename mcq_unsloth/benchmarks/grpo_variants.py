@@ -54,7 +54,7 @@ def bench_grpo_variants(out: str | Path = "runs/bench-grpo-variants", *, model: 
     result = compare_variants(Path(out), model, chosen, rounds, seed, list(overrides), recipe, resume=resume,
                               overwrite=overwrite)
     frame = pd.DataFrame(result["rows"])
-    frame.attrs.update(runs=result["runs"], table=variants_table(result["rows"], recipe, rounds))
+    frame.attrs.update(runs=result["runs"], table=result["table"])
     return frame
 
 
@@ -62,8 +62,8 @@ def compare_variants(out: Path, model: str | None = None, variants: list[str] = 
                      seed: int = 0, overrides: list[str] = (), recipe: str = "grpo_smoke", resume: bool = False,
                      overwrite: bool = False) -> dict:
     """Train ``recipe`` under each of ``variants`` for ``rounds`` rounds into ``out`` and return ``rows`` (one a
-    variant, as in ``variants.md``) and ``runs`` (one a run). ``model`` is the policy to start from; by default the
-    ``smoke`` recipe trains one first (``out/smoke``), as ``grpo_smoke`` expects. ``overrides`` are ``--set``
+    variant), ``runs`` (one a run) and ``table`` (``variants.md``). ``model`` is the policy to start from; by
+    default the ``smoke`` recipe trains one first (``out/smoke``), as ``grpo_smoke`` expects. ``overrides`` are ``--set``
     strings for every run."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -88,8 +88,9 @@ def compare_variants(out: Path, model: str | None = None, variants: list[str] = 
     write_text(out / "variants.json", json.dumps({"recipe": recipe, "model": model, "seed": seed, "rounds": rounds,
                                                    "overrides": list(overrides), "rows": rows, "runs": runs},
                                                   indent=2) + "\n")
-    write_text(out / "variants.md", variants_table(rows, recipe, rounds))
-    return {"rows": rows, "runs": runs}
+    table = variants_table(rows, recipe, rounds)
+    write_text(out / "variants.md", table)
+    return {"rows": rows, "runs": runs, "table": table}
 
 
 def run_figures(history: list[dict], summary: dict) -> dict:

@@ -16,7 +16,7 @@ from .convert import export, verify_gguf_command
 from .errors import libraries_on_stderr, show_library_messages, user_errors
 from .inference import ensemble_command, eval_command, predict
 from ..api import show_recipe, smollm2 as write_smollm2, synth, tiny as write_tiny, train
-from ..data.questions import summarize
+from ..data.questions import summarize, summary_line
 from ..data.sources import load_questions
 from ..data.synthetic import KINDS, LEARNABLE_KINDS
 from ..demo import run_demo
@@ -53,9 +53,7 @@ def data_check(file, as_json):
     with user_errors():
         questions = load_questions(file)
     summary = summarize(questions)
-    option_counts = sorted({len(q.options) for q in questions})
-    click.echo(f"{file}: {summary['rows']} questions, {'/'.join(map(str, option_counts))} options each, "
-               f"{'labelled' if summary['labelled'] else 'unlabelled (a set to predict)'}")
+    click.echo(f"{file}: {summary_line(questions)}")
     if summary["labelled"]:
         total = summary["rows"]
         click.echo("answers: " + "  ".join(f"{k} {v} ({v / total:.0%})" for k, v in summary["answers"].items()))

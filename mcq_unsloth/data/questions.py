@@ -169,6 +169,18 @@ def summarize(questions: list[Question]) -> dict[str, Any]:
     return summary
 
 
+def summary_line(questions: list[Question]) -> str:
+    """The `data check` line of a question set, as the command line and the page say it.
+
+    >>> summary_line([Question("1", "1+1=?", {"A": "2", "B": "3"}, "A")])
+    '1 questions, 2 options each, labelled'
+    """
+    summary = summarize(questions)
+    options = "/".join(map(str, sorted({len(q.options) for q in questions})))
+    return (f"{summary['rows']} questions, {options} options each, "
+            + ("labelled" if summary["labelled"] else "unlabelled (a set to predict)"))
+
+
 def split_questions(questions: list[Question], val_fraction: float = 0.1,
                     seed: int = 42) -> tuple[list[Question], list[Question]]:
     """Seeded train/validation split (90/10 by default), each part in the original order.

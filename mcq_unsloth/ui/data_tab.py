@@ -8,7 +8,7 @@ import gradio as gr
 
 import mcq_unsloth as mu
 
-from ..data.questions import summarize
+from ..data.questions import summarize, summary_line
 from ..errors import USER_ERRORS
 from ..plots import letters_figure
 from .roots import QUESTION_SUFFIXES, Root
@@ -43,9 +43,7 @@ def build(root: Root) -> None:
             except USER_ERRORS as error:
                 return f"**Error:** {error}", None, None
             summary = summarize(questions)
-            options = "/".join(map(str, sorted({len(q.options) for q in questions})))
-            line = (f"`{relative}`: {summary['rows']} questions, {options} options each, "
-                    + ("labelled" if summary["labelled"] else "unlabelled (a set to predict)"))
+            line = f"`{relative}`: {summary_line(questions)}"
             chart = letters_figure(summary["answers"]) if summary["labelled"] else None
             return line, mu.questions_frame(questions[:PREVIEW_ROWS]), chart
 
