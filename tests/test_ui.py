@@ -206,13 +206,14 @@ def test_the_runs_tab_lists_the_folders_runs_and_keeps_them_across_a_reload(tmp_
 
 # --- training started by the page ---------------------------------------------------------------------
 
-def _wait_for(condition, seconds: float = 180, every: float = 0.5):
+def _wait_for(condition, seconds: float = 180, every: float = 0.5, log=None):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if (value := condition()):
             return value
         time.sleep(every)
-    raise AssertionError(f"not within {seconds} s")
+    said = f"; the run's log ends:\n{log.read_text()[-3000:]}" if log is not None and log.is_file() else ""
+    raise AssertionError(f"not within {seconds} s{said}")
 
 
 @pytest.mark.slow
@@ -241,19 +242,22 @@ def test_stop_is_ctrl_c_and_resume_continues_from_the_last_checkpoint(tmp_path):
     folder = tmp_path / "runs" / "long"
     settings = ["train.max_steps=400", "train.save_steps=2", "train.eval_steps=1000", "data.train=synth:64",
                 "data.validation=synth-held-out:8"]
-    jobs.start(root, "smoke", "runs/long", settings)
-    _wait_for(lambda: (folder / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file())
+    log = jobs.start(root, "smoke", "runs/long", settings)
+
+    def complete_checkpoints():  # any: with save_total_limit=3 the first ones are gone within a second
+        return [p for p in (folder / "checkpoints").glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+
+    _wait_for(complete_checkpoints, log=log)
     assert "asked process" in jobs.stop(root, "runs/long")
     state, detail = _wait_for(lambda: (s := run_status(folder))[0] != "running" and s)
     assert state == "stopped" and detail.startswith("last complete checkpoint: checkpoint-")
     stopped_at = int(detail.rsplit("-", 1)[1])
 
     def newer_checkpoint():
-        return any(int(p.name.split("-")[1]) > stopped_at for p in (folder / "checkpoints").glob("checkpoint-*")
-                   if (p / "trainer_state.json").is_file())
+        return any(int(p.name.split("-")[1]) > stopped_at for p in complete_checkpoints())
 
     jobs.start(root, "smoke", "runs/long", settings, resume=True)  # the same settings, as a resume needs
-    _wait_for(newer_checkpoint)
+    _wait_for(newer_checkpoint, log=log)
     jobs.stop(root, "runs/long")
     assert _wait_for(lambda: (s := run_status(folder))[0] != "running" and s)[0] == "stopped"
     assert "resumed" in (folder / "run.json").read_text()
