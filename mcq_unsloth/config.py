@@ -39,6 +39,14 @@ def _choice(default: str, *choices: str, doc: str = ""):
     return field(default=default, metadata={"choices": choices, "doc": doc})
 
 
+def _doc(default, doc: str):
+    """A field with its help text (the form of ``mcq-unsloth ui`` shows it). Fields named after TRL's or PEFT's
+    take the library's own help instead (:func:`mcq_unsloth.training.trainer_settings.setting_help`)."""
+    if callable(default):
+        return field(default_factory=default, metadata={"doc": doc})
+    return field(default=default, metadata={"doc": doc})
+
+
 def _passthrough():
     """The section's keys that are TRL's rather than ours, as given (checked by ``training.trainer_settings``)."""
     return field(default_factory=dict, metadata={"passthrough": True})
@@ -52,13 +60,17 @@ class ModelArgs:
     ``tiny:qwen2`` / ``tiny:llama`` for a tiny random model built on the spot (tests, smoke runs).
     """
 
-    name: str = "Qwen/Qwen2.5-7B-Instruct"
+    name: str = _doc("Qwen/Qwen2.5-7B-Instruct", "a Hub id, a local folder (a base model, a merged model or a LoRA "
+                     "adapter folder), or tiny:qwen2 / tiny:llama for a tiny random model built on the spot")
     backend: str = _choice("auto", "auto", "unsloth", "hf",
                            doc="unsloth: FastLanguageModel; hf: transformers + bitsandbytes + PEFT; auto: "
                                "unsloth when it imports")
-    max_seq_length: int = 512
-    load_in_4bit: bool = True
-    dtype: str = _choice("auto", "auto", *DTYPES)
+    max_seq_length: int = _doc(512, "tokens of prompt and answer (GRPO: the prompt); the loader and the trainer "
+                                    "share it, and a longer example stops the run")
+    load_in_4bit: bool = _doc(True, "QLoRA: the base model's weights in 4 bits (bitsandbytes NF4), the LoRA adapter "
+                                    "trained on top")
+    dtype: str = _choice("auto", "auto", *DTYPES, doc="the weights' and the compute's precision; auto: bfloat16 on a "
+                                                      "GPU that has it, float16 on older GPUs, float32 on a CPU")
 
     def problems(self) -> list[str]:
         found = []
@@ -81,12 +93,14 @@ class DataArgs:
     the card takes the base model's, when its card says them.
     """
 
-    train: str | None = None
-    validation: str | None = None
-    val_fraction: float = 0.1
-    subset: float = 1.0
-    seed: int = 42
-    language: list[str] | None = None
+    train: str | None = _doc(None, "the training questions: a file (CSV, TSV, JSON lines, Parquet), shipped:NAME, "
+                                   "synth:N or synth-held-out:N")
+    validation: str | None = _doc(None, "the validation questions, written as train is; unset: val_fraction of "
+                                        "train is held out")
+    val_fraction: float = _doc(0.1, "without validation, the seeded share of train held out to validate on (0: none)")
+    subset: float = _doc(1.0, "train on a seeded share of train, stratified by answer letter (1: all)")
+    seed: int = _doc(42, "the seed of the split, the subset and synthetic questions")
+    language: list[str] | None = _doc(None, "the questions' languages as ISO 639 codes ([zh]), for the model card")
 
     def problems(self) -> list[str]:
         found = []
@@ -166,14 +180,17 @@ class GrpoArgs:
     ``passthrough``.
     """
 
-    num_generations: int = 8
+    num_generations: int = _doc(8, "replies sampled per question (a group, which GRPO compares within); it must "
+                                   "divide per_device_train_batch_size x gradient_accumulation_steps x processes")
     max_completion_length: int = 256
     beta: float = 0.04
     temperature: float = 1.0
-    reward_weights: dict[str, float] = field(default_factory=lambda: {
-        "correct": 1.0, "format": 0.2, "neutral": 0.1, "contest_format": 0.0})
-    fast_inference: bool = False  # Unsloth's vLLM generation: needs the unsloth backend, a GPU and vLLM
-    gpu_memory_utilization: float = 0.6  # the GPU share vLLM may take, with fast_inference
+    reward_weights: dict[str, float] = _doc(
+        lambda: {"correct": 1.0, "format": 0.2, "neutral": 0.1, "contest_format": 0.0},
+        "the rewards to compute (correct, format, neutral, contest_format) with their weights; a weight of 0 logs a "
+        "reward without training on it")
+    fast_inference: bool = _doc(False, "Unsloth's vLLM generation: needs the unsloth backend, a GPU and vLLM")
+    gpu_memory_utilization: float = _doc(0.6, "the GPU share vLLM may take, with fast_inference")
     passthrough: dict[str, Any] = _passthrough()
 
     def problems(self) -> list[str]:
@@ -197,8 +214,9 @@ class Config:
     """A whole recipe. ``version`` is the recipe format it was written for: a newer one than this code reads
     (:data:`FORMAT_VERSION`) is refused rather than half understood."""
 
-    task: str = _choice("sft", "sft", "grpo", doc="what running the recipe does")
-    version: int = FORMAT_VERSION
+    task: str = _choice("sft", "sft", "grpo", doc="what running the recipe does: sft, supervised fine-tuning on the "
+                                                  "answer letter, or grpo, reinforcement with answer rewards")
+    version: int = _doc(FORMAT_VERSION, "the recipe format the recipe is written for; a newer one is refused")
     model: ModelArgs = field(default_factory=ModelArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     data: DataArgs = field(default_factory=DataArgs)

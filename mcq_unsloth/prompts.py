@@ -8,7 +8,7 @@ may replace either part. Templates are ``str.format`` strings over ``{question}`
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .data.questions import Question
 
@@ -35,9 +35,11 @@ class PromptConfig:
     set, replace that template's system prompt and user message (``system: ""`` drops the system message).
     """
 
-    template: str = "zh"
-    system: str | None = None
-    user: str | None = None
+    template: str = field(default="zh", metadata={"doc": "the built-in prompt: zh (the contest's) or en"})
+    system: str | None = field(default=None, metadata={
+        "doc": "replaces the template's system prompt; an empty text drops the system message"})
+    user: str | None = field(default=None, metadata={
+        "doc": "replaces the template's user message, with {question}, {options} and optionally {letters}"})
 
     def problems(self) -> list[str]:
         found = []

@@ -24,6 +24,9 @@ TRAINING_RECORD = "mcq_unsloth.json"
 VALIDATION_FILE = "validation.jsonl"
 
 
+PROGRESS_FILE = "progress.json"  # where a training run is: written every step while it trains
+
+
 def training_record(folder: str | Path) -> dict | None:
     """An adapter folder's training record (see :func:`write_training_record`), or None when it has none (or
     ``folder`` is a Hub id)."""
@@ -61,9 +64,45 @@ def run_status(run_dir: Path) -> tuple[str, str]:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """The rows of a run's ``history.jsonl``: what the trainer logged, step by step."""
+    """The rows of a run's ``history.jsonl``: what the trainer logged, step by step (while it trains, the rows
+    logged so far: a last line still being written is left for the next read)."""
     text = (Path(run_dir) / "history.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.split("\n") if line.strip()]
+    whole = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in whole.split("\n") if line.strip()]
+
+
+def read_progress(run_dir: Path) -> dict | None:
+    """Where a training run is (see :class:`~mcq_unsloth.training.callbacks.LiveHistory`): ``step``,
+    ``max_steps``, ``first_step`` (where this session began: 0, or the checkpoint resumed from), ``seconds`` since
+    then; None before the first step."""
+    path = Path(run_dir) / PROGRESS_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def progress_line(progress: dict | None) -> str:
+    """A run's progress in words: the step, the elapsed time and, once steps were timed, the time left.
+
+    >>> progress_line({"step": 30, "max_steps": 120, "first_step": 20, "seconds": 50.0})
+    'step 30 / 120, 50 s elapsed, about 7 min 30 s left'
+    >>> progress_line(None)
+    'loading'
+    """
+    if not progress:
+        return "loading"
+    step, total, done = progress["step"], progress["max_steps"], progress["step"] - progress["first_step"]
+    line = f"step {step} / {total}, {_duration(progress['seconds'])} elapsed"
+    if done > 0 and total > step:
+        line += f", about {_duration(progress['seconds'] / done * (total - step))} left"
+    return line
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s")
 
 
 def library_version(name: str) -> str | None:

@@ -283,7 +283,7 @@ def test_plot_run_returns_a_figure_and_leaves_the_plotting_backend_alone(trained
         assert figure.axes[0].lines and figure.axes[1].lines  # the curves hold the logged points
     finally:
         matplotlib.use(before)
-    with pytest.raises(DataError, match="not a finished run folder"):
+    with pytest.raises(DataError, match="not a run folder, or nothing logged yet"):
         mcq_unsloth.plot_run(trained_smoke_run / "adapter")
 
 

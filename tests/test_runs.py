@@ -131,3 +131,32 @@ def test_a_run_folder_says_what_it_is_running_finished_failed_or_stopped(tmp_pat
     assert run_status(stopped) == ("stopped", "stopped before its first checkpoint")
     shutil.copytree(trained_run / "checkpoints", stopped / "checkpoints")
     assert run_status(stopped) == ("stopped", "last complete checkpoint: checkpoint-2")
+
+
+def test_the_history_is_written_as_it_is_logged_and_a_resume_rewrites_it_from_its_checkpoint(tmp_path):
+    from transformers import TrainerState
+
+    from mcq_unsloth.records import read_history, read_progress
+    from mcq_unsloth.training.callbacks import LiveHistory
+
+    # a stopped session's rows past its checkpoint
+    (tmp_path / "history.jsonl").write_text('{"loss": 9.0, "step": 7}\n')
+    state = TrainerState(max_steps=8, is_world_process_zero=True, global_step=2,
+                         log_history=[{"loss": 3.0, "step": 2}])   # resumed from checkpoint-2
+    live = LiveHistory(tmp_path)
+    live.on_train_begin(None, state, None)
+    assert read_history(tmp_path) == [{"loss": 3.0, "step": 2}]
+    assert read_progress(tmp_path)["step"] == 2 and read_progress(tmp_path)["first_step"] == 2
+    state.global_step = 3
+    state.log_history.append({"loss": 2.0, "step": 3})
+    live.on_log(None, state, None)
+    state.log_history.append({"eval_accuracy": 0.5, "step": 3})  # McqAccuracy's own row, added without on_log
+    live.on_step_end(None, state, None)
+    assert read_history(tmp_path) == state.log_history
+    assert read_progress(tmp_path)["step"] == 3 and read_progress(tmp_path)["max_steps"] == 8
+    with (tmp_path / "history.jsonl").open("a") as out:
+        out.write('{"loss": 1.')  # a row being written when the page reads
+    assert read_history(tmp_path) == state.log_history
+    other = TrainerState(is_world_process_zero=False, log_history=[{"loss": 0.0, "step": 1}])
+    LiveHistory(tmp_path / "not-main").on_train_begin(None, other, None)  # only the main process writes
+    assert not (tmp_path / "not-main").exists()

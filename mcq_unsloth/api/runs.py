@@ -120,7 +120,7 @@ def plot_run(run):
     run_dir = run.run_dir if isinstance(run, Run) else Path(run)
     history_file, config_file = run_dir / "history.jsonl", run_dir / "config.yaml"
     if not history_file.is_file() or not config_file.is_file():
-        raise DataError(run_dir, "not a finished run folder (no history.jsonl or config.yaml)",
+        raise DataError(run_dir, "not a run folder, or nothing logged yet (no history.jsonl or config.yaml)",
                         fix="give the folder a training run wrote")
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     grpo = config.get("task") == "grpo"

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -14,7 +16,9 @@ from ..errors import LaunchError
 from ..data.questions import Question
 from ..inference.scoring import correct, score_questions, share
 from ..prompts import PromptConfig
-from .folders import write_training_record
+from ..outputs import write_text
+from ..records import PROGRESS_FILE
+from .folders import write_history, write_training_record
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +111,45 @@ class InStep(TrainerCallback):
                               f"process 0's alone. Report this with the launch command")
         if processes.is_main():
             log.info(f"trained weights after step {state.global_step}: {listed}: the same on every process")
+
+
+class LiveHistory(TrainerCallback):
+    """Writes the log history into the run folder as it grows, so a page or a second terminal draws the curves
+    while training runs: ``history.jsonl`` gains each logged row within a step of its logging (rewritten whole
+    when training begins, so a resumed run shows its earlier steps), and ``progress.json`` says the step, the
+    steps in all and the seconds since this session began. Put it after the callbacks that add rows of their
+    own (:class:`McqAccuracy`). The run rewrites ``history.jsonl`` whole when it ends."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.written, self.began, self.first_step = Path(run_dir), 0, time.monotonic(), 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.began, self.first_step = time.monotonic(), state.global_step
+            write_history(state.log_history, self.run_dir)
+            self.written = len(state.log_history)
+            self._progress(state)
+
+    def on_log(self, args, state, control, **kwargs):
+        self._append(state)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._append(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._append(state)
+        if state.is_world_process_zero:
+            self._progress(state)
+
+    def _append(self, state) -> None:
+        if not state.is_world_process_zero or len(state.log_history) <= self.written:
+            return
+        rows = "".join(json.dumps(row) + "\n" for row in state.log_history[self.written:])
+        with (self.run_dir / "history.jsonl").open("a", encoding="utf-8") as out:
+            out.write(rows)  # whole lines in one write: a reader sees a row whole or not at all
+        self.written = len(state.log_history)
+
+    def _progress(self, state) -> None:
+        write_text(self.run_dir / PROGRESS_FILE, json.dumps({
+            "step": state.global_step, "max_steps": state.max_steps, "first_step": self.first_step,
+            "seconds": round(time.monotonic() - self.began, 3), "updated": time.time()}) + "\n")

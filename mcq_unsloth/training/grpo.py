@@ -36,7 +36,7 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     # callbacks subclasses transformers' TrainerCallback: imported here, after the backend (Unsloth first), and
     # not when the package is
-    from .callbacks import InStep, McqAccuracy, TrainingRecord
+    from .callbacks import InStep, LiveHistory, McqAccuracy, TrainingRecord
 
     if config.grpo.fast_inference and (problem := fast_inference_problem(backend)):
         raise ModelLoadError(f"grpo.fast_inference is unavailable here: {problem}. Run without it "
@@ -59,7 +59,8 @@ def train_grpo(config: Config, run_dir: Path, resume: bool = False) -> dict:
         args=args,
         train_dataset=prompt_dataset(train_questions, config.prompt),
         processing_class=loaded.tokenizer,
-        callbacks=[TrainingRecord(config, backend), InStep()] + ([accuracy] if val_questions else []),
+        callbacks=[TrainingRecord(config, backend), InStep(), *([accuracy] if val_questions else []),
+                   LiveHistory(run_dir)],
     )
     adapter_dir, checkpoint = train_and_save(trainer, loaded.tokenizer, config, backend, run_dir, val_questions,
                                              accuracy, resume)

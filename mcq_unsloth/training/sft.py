@@ -29,7 +29,7 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
 
     # callbacks subclasses transformers' TrainerCallback: imported here, after the backend (Unsloth first), and
     # not when the package is
-    from .callbacks import InStep, McqAccuracy, TrainingRecord
+    from .callbacks import InStep, LiveHistory, McqAccuracy, TrainingRecord
 
     train_questions, val_questions = load_splits(config.data.train, config.data.validation, config.data.val_fraction,
                                                  config.data.subset, config.data.seed)
@@ -42,7 +42,8 @@ def train_sft(config: Config, run_dir: Path, resume: bool = False) -> dict:
         train_dataset=prompt_completion_dataset(train_questions, config.prompt),
         eval_dataset=prompt_completion_dataset(val_questions, config.prompt) if val_questions else None,
         processing_class=loaded.tokenizer,
-        callbacks=[TrainingRecord(config, backend), InStep()] + ([accuracy] if val_questions else []),
+        callbacks=[TrainingRecord(config, backend), InStep(), *([accuracy] if val_questions else []),
+                   LiveHistory(run_dir)],
     )
     lengths = _Lengths(loaded.tokenizer, config.prompt, config.model.max_seq_length)
     lengths.check(trainer.train_dataset, train_questions, config.data.train)

@@ -114,7 +114,7 @@ def trainer_config(config: Config, run_dir: Path, evaluating: bool):
 
 def _built(config: Config, run_dir: Path, evaluating: bool):
     """:func:`trainer_config`, and the values it was given (:func:`trainer_kwargs`)."""
-    cls = _trainer_class(config.task)
+    cls = trainer_class(config.task)
     kwargs = trainer_kwargs(config, run_dir, evaluating)
     try:
         args = cls(**kwargs)
@@ -171,15 +171,15 @@ def resolved_yaml(config: Config, run_dir: Path, header: str = "") -> str:
     evaluating = _evaluates(config)
     args, given = _built(config, run_dir, evaluating)
     owned = owned_values(config, run_dir, evaluating)
-    built = _plain(args.to_dict())
-    defaults = _dataclass_defaults(type(args))
+    built = plain(args.to_dict())
+    defaults = dataclass_defaults(type(args))
     text = dump_yaml(config)
     for section, names in _split_by_section(config, built).items():
         if config.task == "grpo":
             names = [n for n in names if n not in _GRPO_READS_ITSELF]  # shown above as ours, not given to TRL
         unset = [n for n in names if n not in given]
-        extra = [f"  # {n}: runs as {_inline(built[n])}; the installed libraries change the "
-                 f"{_inline(_plain(given[n]))} given" for n in names
+        extra = [f"  # {n}: runs as {inline(built[n])}; the installed libraries change the "
+                 f"{inline(plain(given[n]))} given" for n in names
                  if n in given and n not in owned and not _same(n, built[n], given[n])]
         groups = {
             "set by mcq-unsloth for this run (OWNED in training/trainer_settings.py)": [n for n in names if n in owned],
@@ -190,7 +190,7 @@ def resolved_yaml(config: Config, run_dir: Path, header: str = "") -> str:
         }
         for title, group in groups.items():
             if group:
-                extra += [f"  # {title}:"] + [f"  #   {n}: {_inline(built[n])}{_NOTES.get(n, '')}" for n in group]
+                extra += [f"  # {title}:"] + [f"  #   {n}: {inline(built[n])}{_NOTES.get(n, '')}" for n in group]
         text = _append_to_section(text, section, extra)
     return "\n".join(([header] if header else []) + [text.rstrip("\n")]) + "\n"
 
@@ -199,7 +199,7 @@ def library_record(args) -> dict[str, Any]:
     """What ``run.json`` keeps of the trainer's configuration as built: its class, TRL's and transformers'
     versions and every value (tokens masked by transformers)."""
     return {"class": type(args).__name__, "trl": library_version("trl"),
-            "transformers": library_version("transformers"), "values": _plain(args.to_dict())}
+            "transformers": library_version("transformers"), "values": plain(args.to_dict())}
 
 
 # --- checks -------------------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def _name_and_type_problems(config: Config) -> list[str]:
     for section in ("train", "grpo"):
         values = getattr(config, section)
         ours = [f.name for f in dataclasses.fields(values) if not f.metadata.get("passthrough")]
-        cls = _trainer_class("grpo" if section == "grpo" else config.task)
+        cls = trainer_class("grpo" if section == "grpo" else config.task)
         hints = typing.get_type_hints(cls)
         choices = {f.name: (f.metadata or {}).get("choices") for f in dataclasses.fields(cls)}
         if section == "grpo":
@@ -227,14 +227,14 @@ def _name_and_type_problems(config: Config) -> list[str]:
 def _name_problem(task: str, section: str, name: str, ours: list[str]) -> str | None:
     """Why ``section.name`` cannot be set, or None: ours, or a field of TRL's configuration that this section takes."""
     key = f"{section}.{name}"
-    allowed = _section_fields(task, section)
+    allowed = section_fields(task, section)
     if name in ours or (name in allowed and name not in OWNED):
         return None
     if name in OWNED:
         return f"{key}: set by mcq-unsloth, not by a recipe: {OWNED[name]}"
     if name in RENAMED:
         return f"{key}: not a setting of the installed transformers or TRL; write {RENAMED[name]}"
-    if section == "train" and name in _section_fields(task, "grpo"):
+    if section == "train" and name in section_fields(task, "grpo"):
         also = ", with task: grpo" if task != "grpo" else ""
         return f"{key}: a GRPO setting (GRPOConfig): write grpo.{name}{also}"
     if section == "grpo" and name in _base_fields():
@@ -243,7 +243,7 @@ def _name_problem(task: str, section: str, name: str, ours: list[str]) -> str | 
         return f"{key}: an SFT setting (SFTConfig), and this recipe's task is {task}"
     valid = ours + sorted(allowed - set(ours) - set(OWNED))  # ours first: the nearest of the usual names wins ties
     return (unknown_key(key, [f"{section}.{n}" for n in valid])
-            + f" (not a field of TRL's {_trainer_class('grpo' if section == 'grpo' else task).__name__})")
+            + f" (not a field of TRL's {trainer_class('grpo' if section == 'grpo' else task).__name__})")
 
 
 def _value_problem(value: Any, hint, choices) -> str | None:
@@ -286,7 +286,7 @@ def _evaluates(config: Config) -> bool:
 
 # --- the libraries' fields ------------------------------------------------------------------------------
 
-def _trainer_class(task: str):
+def trainer_class(task: str):
     from trl import GRPOConfig, SFTConfig
 
     return GRPOConfig if task == "grpo" else SFTConfig
@@ -299,10 +299,10 @@ def _base_fields() -> set[str]:
 
 
 def _task_fields(task: str) -> list[str]:
-    return [f.name for f in dataclasses.fields(_trainer_class(task))]
+    return [f.name for f in dataclasses.fields(trainer_class(task))]
 
 
-def _section_fields(task: str, section: str) -> set[str]:
+def section_fields(task: str, section: str) -> set[str]:
     """The TRL fields a section takes: ``train`` those of every trainer (and SFT's own, for task sft), ``grpo``
     those that GRPOConfig adds."""
     if section == "grpo":
@@ -323,26 +323,26 @@ def _split_by_section(config: Config, built: dict) -> dict[str, list[str]]:
 
 # --- showing values -------------------------------------------------------------------------------------
 
-def _plain(value):
+def plain(value):
     """Enums as their values, tuples as lists: what YAML and JSON write."""
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
 def _same(name: str, a, b) -> bool:
     """Whether two values of field ``name`` are the same setting (``report_to: [none]`` is transformers' ``[]``)."""
-    a, b = _plain(a), _plain(b)
+    a, b = plain(a), plain(b)
     if name == "report_to":
         a, b = ([] if v in (None, "none", ["none"]) else v for v in (a, b))
     return a == b
 
 
-def _dataclass_defaults(cls) -> dict[str, Any]:
+def dataclass_defaults(cls) -> dict[str, Any]:
     """Each field's default as the class declares it (before any ``__post_init__``)."""
     out = {}
     for f in dataclasses.fields(cls):
@@ -353,7 +353,7 @@ def _dataclass_defaults(cls) -> dict[str, Any]:
     return out
 
 
-def _inline(value) -> str:
+def inline(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000).strip().removesuffix(
         "\n...").strip()
 

@@ -10,7 +10,7 @@ import socket
 import gradio as gr
 
 from ..errors import ConfigError
-from . import data_tab, runs_tab
+from . import ask_tab, data_tab, evaluate_tab, export_tab, runs_tab, train_tab
 from .roots import UPLOAD_LIMIT, Root
 
 TITLE = "mcq-unsloth"
@@ -22,7 +22,11 @@ def build_app(root: Root) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nServing `{root.folder}`: every file the page reads or writes is under it.")
         with gr.Tabs():
             data_tab.build(root)
+            train_tab.build(root, app)
             runs_tab.build(root, app)
+            evaluate_tab.build(root)
+            ask_tab.build(root)
+            export_tab.build(root)
     return app
 
 

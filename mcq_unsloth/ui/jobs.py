@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from ..errors import RunExists
@@ -18,36 +19,50 @@ from ..outputs import lock_path, writer
 from ..records import run_status
 from .roots import Root
 
-_started: list[subprocess.Popen] = []  # collected when they end, so that none lingers as a zombie
+# The processes this server started, by run folder: collected when they end (so that none lingers as a zombie),
+# and, until a process takes its folder's lock, what refuses a second start of the same run.
+_started: dict[Path, subprocess.Popen] = {}
+_starting = threading.Lock()
 
 
-def recipe_command(recipe: str, out: str, overrides: list[str] = (), resume: bool = False) -> list[str]:
+def recipe_command(recipe: str, out: str, overrides: list[str] = (), resume: bool = False,
+                   overwrite: bool = False) -> list[str]:
     """The command line that runs ``recipe`` into ``out`` (what the page shows, to copy).
 
     >>> shlex.join(recipe_command("smoke", "runs/smoke", ["train.max_steps=20"]))
     'mcq-unsloth recipe smoke --out runs/smoke --set train.max_steps=20'
     """
     return ["mcq-unsloth", "recipe", recipe, "--out", out, *[part for o in overrides for part in ("--set", o)],
-            *(["--resume"] if resume else [])]
+            *(["--resume"] if resume else []), *(["--overwrite"] if overwrite else [])]
 
 
-def start(root: Root, recipe: str, out: str, overrides: list[str] = (), resume: bool = False) -> Path:
+def log_file(folder: Path) -> Path:
+    """Where the output of a run the page started goes: ``OUT.log`` beside the run folder."""
+    return folder.parent / f"{folder.name}.log"
+
+
+def start(root: Root, recipe: str, out: str, overrides: list[str] = (), resume: bool = False,
+          overwrite: bool = False) -> Path:
     """Start training ``recipe`` into the run folder ``out`` (under the root) in a process of its own; its output
-    goes to ``OUT.log`` beside the folder. Returns the log file."""
+    goes to :func:`log_file`. Returns the log file."""
     folder = root.resolve(out)
     recipe_path = recipe if "/" not in recipe and not recipe.endswith((".yaml", ".yml")) else str(root.resolve(recipe))
-    if (holder := writer(folder)) is not None:
-        raise RunExists(f"{out} is being trained by {holder}; stop it first, or choose another run folder")
-    log = folder.parent / f"{folder.name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    command = recipe_command(recipe_path, str(folder), overrides, resume)
-    with open(log, "ab") as sink:
-        sink.write(f"$ {shlex.join(command)}\n".encode())
-        sink.flush()
-        _started.append(subprocess.Popen([sys.executable, "-m", "mcq_unsloth", *command[1:]], stdout=sink,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root.folder,
-                                         start_new_session=True))
-    reap()
+    with _starting:
+        reap()
+        if (holder := writer(folder)) is not None:
+            raise RunExists(f"{out} is being trained by {holder}; stop it first, or choose another run folder")
+        if folder in _started:
+            raise RunExists(f"{out} was just started (process {_started[folder].pid}, still loading); stop it "
+                            f"first, or choose another run folder")
+        log = log_file(folder)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = recipe_command(recipe_path, str(folder), overrides, resume, overwrite)
+        with open(log, "ab") as sink:
+            sink.write(f"$ {shlex.join(command)}\n".encode())
+            sink.flush()
+            _started[folder] = subprocess.Popen([sys.executable, "-m", "mcq_unsloth", *command[1:]], stdout=sink,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                cwd=root.folder, start_new_session=True)
     return log
 
 
@@ -56,6 +71,10 @@ def stop(root: Root, out: str) -> str:
     last complete checkpoint stays, ``--resume`` continues); what was stopped."""
     folder = root.resolve(out)
     state, holder = run_status(folder)
+    reap()
+    if state != "running" and folder in _started:  # started here, still loading: before any checkpoint
+        os.kill(_started[folder].pid, signal.SIGINT)
+        return f"asked process {_started[folder].pid} to stop while it loads: nothing was trained yet"
     if state != "running":
         raise RunExists(f"{out} is not running ({state}: {holder})")
     pid, host = lock_path(folder).read_text(encoding="utf-8").split()
@@ -67,4 +86,6 @@ def stop(root: Root, out: str) -> str:
 
 def reap() -> None:
     """Collect the started processes that have ended."""
-    _started[:] = [process for process in _started if process.poll() is None]
+    for folder, process in list(_started.items()):
+        if process.poll() is not None:
+            del _started[folder]

@@ -73,6 +73,20 @@ class Root:
                 found.append(str(Path(folder).relative_to(self.folder)))
         return sorted(found)
 
+    def models(self, depth: int = 5) -> list[str]:
+        """What the page can answer questions with, under the root, relative to it: LoRA adapter folders (a run's
+        ``adapter`` and its checkpoints), model folders (a merged export) and ``.gguf`` files."""
+        found = []
+        for folder, subfolders, names in os.walk(self.folder):
+            level = len(Path(folder).relative_to(self.folder).parts)
+            subfolders[:] = [] if level >= depth else sorted(
+                d for d in subfolders if d not in _SKIPPED and not d.startswith("."))
+            if Path(folder) != self.folder and ("adapter_config.json" in names or "config.json" in names
+                                                and any(n.endswith(".safetensors") for n in names)):
+                found.append(self.relative(Path(folder)))
+            found += [self.relative(Path(folder) / n) for n in names if n.endswith(".gguf")]
+        return sorted(found)
+
     def save_upload(self, source: str | Path, name: str, limit: int = UPLOAD_LIMIT) -> str:
         """Copy an uploaded file into ``ROOT/uploads/`` under its own name, or ``NAME-1``, ``NAME-2``... when
         that is taken (nothing is replaced); its path relative to the root."""
