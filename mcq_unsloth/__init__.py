@@ -4,8 +4,8 @@ Importing the package is cheap and has no side effects: torch, transformers and 
 model is loaded.
 """
 
-from .api import (Model, Run, ensemble, evaluate, export, load, plot_run, predict, show_recipe, smollm2, synth, tiny,
-                  train, verify_gguf)
+from .api import (Comparison, Model, Run, compare_runs, ensemble, evaluate, export, load, plot_run, predict,
+                  show_recipe, smollm2, synth, tiny, train, verify_gguf)
 from .benchmarks.backends import bench
 from .benchmarks.grpo_variants import bench_grpo_variants
 from .benchmarks.letters import bench_letters
@@ -18,8 +18,8 @@ from .errors import (ConfigError, DataError, ExportError, LaunchError, LlamaCppU
 from .extraction import extract_answer
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Question", "Run", "bench", "bench_grpo_variants", "bench_inference", "bench_letters",
-           "bench_padding", "ensemble", "evaluate", "export", "extract_answer", "load", "load_questions",
+__all__ = ["Comparison", "Model", "Question", "Run", "bench", "bench_grpo_variants", "bench_inference", "bench_letters",
+           "bench_padding", "compare_runs", "ensemble", "evaluate", "export", "extract_answer", "load", "load_questions",
            "plot_run", "predict", "questions_frame", "show_recipe", "smollm2", "synth", "tiny", "train", "verify_gguf",
            "__version__",
            # the typed errors the API raises (mcq_unsloth.errors)

@@ -4,6 +4,7 @@ Playwright's ``executable_path``) with every request that leaves the app's own a
 ``pytest tests/test_ui.py --screenshots docs/ui`` writes the screenshots the README shows."""
 
 import os
+import re
 import select
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from mcq_unsloth.data.synthetic import synth_questions
 from mcq_unsloth.errors import OutputError, OutsideRoot
 from mcq_unsloth.ui.roots import Root
 
-from helpers import error_line, run
+from helpers import error_line, ok, run
 
 CHROMIUM = "/usr/bin/chromium"
 # Not even the browser's own background requests (updates, safe browsing) may leave the machine.
@@ -261,3 +262,115 @@ def test_stop_is_ctrl_c_and_resume_continues_from_the_last_checkpoint(tmp_path):
     jobs.stop(root, "runs/long")
     assert _wait_for(lambda: (s := run_status(folder))[0] != "running" and s)[0] == "stopped"
     assert "resumed" in (folder / "run.json").read_text()
+
+
+# --- the whole workflow in the page ----------------------------------------------------------------------
+
+# A smoke run short enough for a test, with its evaluations and checkpoints on the way.
+SHORT = {"train.max_steps": "12", "train.logging_steps": "2", "train.eval_steps": "6", "train.save_steps": "6",
+         "data.train": "synth:200"}
+
+
+def _set(page, key: str, value: str) -> None:
+    """Type ``value`` into the Train tab's input for the setting ``key``, opening its section."""
+    field = page.locator(f"#set-{key.replace('.', '-')}").locator("input, textarea").first
+    if not field.is_visible():
+        page.locator(f"#train-{key.split('.')[0]} button").first.click()
+        field.wait_for(state="visible")
+        time.sleep(0.5)  # the section's inputs, drawn as it opens, take the value once it is open
+    field.fill(value)
+    assert field.input_value() == value
+
+
+def _pick(page, element: str, option: str) -> None:
+    page.locator(f"#{element} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _said(page, element: str, text: str, seconds: float = 300) -> str:
+    """The text of ``element`` once it shows ``text`` (or an error, which fails the test at once)."""
+    box = page.locator(f"#{element}")
+    box.get_by_text(text).or_(box.get_by_text("Error")).first.wait_for(timeout=seconds * 1000)
+    said = box.inner_text()
+    assert "Error" not in said or "Error" in text, said
+    return said
+
+
+@pytest.mark.slow
+def test_the_workflow_in_the_page_data_train_runs_evaluate_ask_export(tmp_path, serve, browser, request):
+    root = tmp_path / "root"
+    root.mkdir()
+    bad, good = tmp_path / "bad.csv", tmp_path / "held.csv"
+    bad.write_text("id,question,A,B,C,D,answer\n1,q,a,b,c,d,A\n2,q,a,b,c,d,E\n")
+    write_questions(synth_questions(24, seed=5, held_out=True), good)
+    page, elsewhere = _open(browser, serve(root))
+
+    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    assert "data row 2, column 'answer'" in _said(page, "data-status", "Error")
+    page.locator("#data-upload input[type=file]").set_input_files(str(good))
+    page.locator("#data-status").get_by_text("24 questions").wait_for(timeout=30_000)  # in place of the error
+    assert page.locator("#data-status").inner_text() == "uploads/held.csv: 24 questions, 4 options each, labelled"
+
+    page.get_by_role("tab", name="Train").click()
+    for key, value in {**SHORT, "data.validation": "uploads/held.csv"}.items():
+        _set(page, key, value)
+    page.locator("#train-check").click()
+    _said(page, "train-problems", "No problems")
+    assert ("--set data.train=synth:200 --set data.validation=uploads/held.csv --set train.max_steps=12"
+            in page.locator("#train-command").inner_text())
+    page.locator("#train-start").click()
+    _said(page, "train-problems", "Started")
+    _said(page, "train-status", "eval_accuracy", seconds=240)  # logged while it trains, shown within seconds
+    assert "finished" in _said(page, "train-status", "finished", seconds=240)
+    page.locator("#train-curves img, #train-curves canvas, #train-curves svg").first.wait_for(timeout=30_000)
+    _shoot(page, request, "train")
+
+    page.reload()  # the run is its folder's, and the form the browser's
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-status").get_by_text("finished").wait_for(timeout=30_000)
+    assert page.locator("#set-train-max_steps input").input_value() == "12"
+    page.get_by_role("tab", name="Runs").click()
+    _wait_for(lambda: "runs/smoke" in page.locator("#runs-table").inner_text(), seconds=30)
+    assert "finished" in page.locator("#runs-table").inner_text()
+
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#eval-refresh").click()
+    _pick(page, "eval-model", "runs/smoke/adapter")
+    _pick(page, "eval-data", "uploads/held.csv")
+    page.locator("#eval-predict").click()
+    _said(page, "eval-status", "24 questions answered")
+    with page.expect_download() as downloaded:
+        page.locator("#eval-files a").first.click()
+    cli = tmp_path / "cli.csv"
+    ok(run("predict", "--model", root / "runs/smoke/adapter", "--data", root / "uploads/held.csv", "--out", cli))
+    assert Path(downloaded.value.path()).read_bytes() == cli.read_bytes()  # what predict writes, byte for byte
+    page.locator("#eval-run").click()
+    assert "on 24 questions" in _said(page, "eval-status", "accuracy")
+    page.locator("#eval-confusion img").wait_for(timeout=30_000)
+    _shoot(page, request, "evaluate")
+
+    page.get_by_role("tab", name="Ask").click()
+    page.locator("#ask-refresh").click()
+    _pick(page, "ask-model", "runs/smoke/adapter")
+    page.get_by_text("Or pick a question from a file").click()
+    _pick(page, "ask-file", "uploads/held.csv")
+    page.locator("#ask-take").click()
+    _said(page, "ask-status", "question")
+    page.locator("#ask-run").click()
+    assert _said(page, "ask-status", "answer:").split()[1] in "ABCD"
+    _shoot(page, request, "ask")
+
+    page.get_by_role("tab", name="Export").click()
+    page.locator("#export-refresh").click()
+    _pick(page, "export-source", "runs/smoke")
+    page.locator("#export-quants").get_by_text("f16", exact=True).click()   # off
+    page.locator("#export-quants").get_by_text("q8_0", exact=True).click()  # on
+    page.locator("#export-run").click()
+    said = _said(page, "export-status", "exported", seconds=300)
+    table = page.locator("#export-files").inner_text()
+    assert "exports/runs-smoke-gguf/runs-smoke-gguf-q8_0.gguf" in table and "Modelfile" in table
+    agreement = float(re.search(r"q8_0 agrees with the merged model on ([\d.]+)% of \d+ questions", said)[1])
+    assert agreement >= 90  # llama.cpp answering the tiny model's questions as transformers does
+    assert "FROM" in page.locator("#export-modelfile").inner_text()
+    _shoot(page, request, "export")
+    assert elsewhere == []

@@ -10,7 +10,7 @@ written, with the same resume, lock and whole-file guarantees. Errors are the ty
 from ..inference.loading import Model, load
 from .answers import ensemble, evaluate, predict
 from .artifacts import Exported, export, smollm2, synth, tiny, verify_gguf
-from .runs import Run, plot_run, show_recipe, train
+from .runs import Comparison, Run, compare_runs, plot_run, show_recipe, train
 
-__all__ = ["Exported", "Model", "Run", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "show_recipe",
+__all__ = ["Comparison", "Exported", "Model", "Run", "compare_runs", "ensemble", "evaluate", "export", "load", "plot_run", "predict", "show_recipe",
            "smollm2", "synth", "tiny", "train", "verify_gguf"]

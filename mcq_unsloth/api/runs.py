@@ -1,5 +1,5 @@
 """Training from Python: :func:`train` (in this process, or starting a launch), :func:`show_recipe`, and a
-finished :class:`Run` with its curves (:func:`plot_run`)."""
+finished :class:`Run` with its curves (:func:`plot_run`), and runs side by side (:func:`compare_runs`)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..data.sources import load_questions
 from ..errors import ConfigError, DataError
 from ..model.backends import resolve_backend
 from ..plots import SFT_PANELS, curves_figure, grpo_panels
-from ..records import finished_summary, read_history
+from ..records import finished_summary, read_history, run_status
 from ..training import trainer_settings
 from ..training.recipes import find_recipe
 from ..training.run import run_training
@@ -129,6 +129,68 @@ def plot_run(run):
     if figure is None:
         raise DataError(run_dir, "the run logged nothing to plot", fix="train for more steps than train.logging_steps")
     return figure
+
+
+@dataclass
+class Comparison:
+    """Runs side by side (:func:`compare_runs`): their curves overlaid (``figure``, a matplotlib Figure, or None
+    when none logged anything), the settings that differ between them (``settings``, a DataFrame: a row a
+    setting, a column a run) and their final figures (``metrics``, a row a run)."""
+    figure: object
+    settings: object
+    metrics: object
+
+
+def compare_runs(runs) -> Comparison:
+    """Compare run folders (or :class:`Run` objects): the curves every one of them logged, overlaid in the panels
+    :func:`plot_run` draws; the recipe settings whose values differ; and each run's final summary (or its state,
+    for one still running or stopped).
+
+    >>> mu.compare_runs(["runs/smoke", "runs/smoke-lr1e-3"]).settings           # doctest: +SKIP
+    """
+    import pandas as pd
+
+    folders = [r.run_dir if isinstance(r, Run) else Path(r) for r in runs]
+    if len(folders) < 2:
+        raise ConfigError(["runs: give two run folders or more to compare"])
+    configs, histories = {}, {}
+    for folder in folders:
+        config_file = folder / "config.yaml"
+        if not config_file.is_file():
+            raise DataError(folder, "not a run folder (no config.yaml)", fix="give folders a training run wrote")
+        configs[folder.name if folder.name not in configs else str(folder)] = yaml.safe_load(
+            config_file.read_text(encoding="utf-8"))
+        histories[list(configs)[-1]] = read_history(folder) if (folder / "history.jsonl").is_file() else []
+    names = list(configs)
+    flat = {name: _flatten(config) for name, config in configs.items()}
+    keys = sorted({key for values in flat.values() for key in values})
+    differing = [key for key in keys if len({json.dumps(flat[n].get(key), sort_keys=True) for n in names}) > 1]
+    settings = pd.DataFrame([[key, *[flat[n].get(key) for n in names]] for key in differing],
+                            columns=["setting", *names])
+    rows = []
+    for name, folder in zip(names, folders):
+        state, detail = run_status(folder)
+        summary = finished_summary(folder) if state == "finished" else {}
+        rows.append({"run": name, "status": state, **{k: v for k, v in summary.items()
+                                                      if isinstance(v, (int, float)) and not isinstance(v, bool)}})
+    grpo = any(config.get("task") == "grpo" for config in configs.values())
+    rewards = sorted({r for c in configs.values() for r in c.get("grpo", {}).get("reward_weights", {})})
+    panels = grpo_panels(rewards) if grpo else SFT_PANELS
+    merged = [{"step": row["step"], **{f"{name}: {k}": v for k, v in row.items() if k != "step"}}
+              for name, history in histories.items() for row in history if "step" in row]
+    figure = curves_figure(merged, [(label, [f"{name}: {k}" for k in keys for name in names])
+                                    for label, keys in panels], " vs ".join(names))
+    return Comparison(figure, settings, pd.DataFrame(rows))
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "reward_weights":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _recipe_config(recipe, sets: list[str], typed: dict):

@@ -26,7 +26,7 @@ def build(root: Root) -> None:
             model = gr.Dropdown(choices=root.models(), value=None, allow_custom_value=True, scale=3,
                                 label="Model under the root, or a base model's name", elem_id="ask-model")
             mode = gr.Radio(list(MODES), value="score", label="mode", elem_id="ask-mode", scale=1)
-            refresh = gr.Button("Refresh the lists", scale=1)
+            refresh = gr.Button("Refresh the lists", scale=1, elem_id="ask-refresh")
         with gr.Accordion("Or pick a question from a file", open=False):
             with gr.Row():
                 source = gr.Dropdown(choices=root.files(), value=None, label="Question file", elem_id="ask-file")

@@ -47,14 +47,14 @@ def build(root: Root) -> None:
             chart = letters_figure(summary["answers"]) if summary["labelled"] else None
             return line, mu.questions_frame(questions[:PREVIEW_ROWS]), chart
 
-        def upload(path: str | None):
+        def upload(path: str | None):  # the upload box emptied again, ready for the next file
             if not path:
-                return gr.update(), ""
+                return gr.update(), "", None
             try:
                 relative = root.save_upload(path, path)
             except USER_ERRORS as error:
-                return gr.update(), f"**Error:** {error}"
-            return gr.update(choices=root.files(), value=relative), ""  # picked.change shows it
+                return gr.update(), f"**Error:** {error}", None
+            return gr.update(choices=root.files(), value=relative), "", None  # picked.change shows it
 
         def synthesize(n, seed_value, held):
             relative = f"uploads/synth-{int(n)}-seed{int(seed_value)}{'-held-out' if held else ''}.csv"
@@ -67,5 +67,5 @@ def build(root: Root) -> None:
 
         picked.change(show, picked, [status, preview, letters])
         refresh.click(lambda: gr.update(choices=root.files()), None, picked)
-        uploaded.upload(upload, uploaded, [picked, status])
+        uploaded.upload(upload, uploaded, [picked, status, uploaded])
         make.click(synthesize, [count, seed, held_out], [picked, status])

@@ -30,7 +30,7 @@ def build(root: Root) -> None:
                                       "or a base model's name", elem_id="eval-model")
             data = gr.Dropdown(choices=["shipped:mcq_zh.csv", *root.files()], value="shipped:mcq_zh.csv", scale=3,
                                label="Questions", elem_id="eval-data")
-            refresh = gr.Button("Refresh the lists", scale=1)
+            refresh = gr.Button("Refresh the lists", scale=1, elem_id="eval-refresh")
         with gr.Row():
             mode = gr.Radio(list(MODES), value="score", label="mode", elem_id="eval-mode",
                             info="score: the letters' probabilities in one forward pass; generate: a reply, its "

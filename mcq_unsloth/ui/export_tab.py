@@ -26,7 +26,7 @@ def build(root: Root) -> None:
         with gr.Row():
             source = gr.Dropdown(choices=sources(root), value=None, label="A run folder or adapter under the root",
                                  elem_id="export-source", scale=3)
-            refresh = gr.Button("Refresh the list", scale=1)
+            refresh = gr.Button("Refresh the list", scale=1, elem_id="export-refresh")
         with gr.Row():
             fmt = gr.Radio(["gguf", "merged", "lora"], value="gguf", label="format", elem_id="export-format",
                            info="gguf: for llama.cpp and Ollama; merged: LoRA merged into 16-bit weights; lora: the "
@@ -68,10 +68,13 @@ def build(root: Root) -> None:
             rows = [(root.relative(p), round(p.stat().st_size / 2**20, 2), agreement.get(p.name)) for p in every]
             modelfiles = [p for p in every if p.name.endswith("Modelfile")]
             card_path = target / CARD
-            return (f"exported `{name}` as {fmt_value} into `{folder}`", pd.DataFrame(rows, columns=["file", "MB",
+            checked = "".join(f"; {e['quant']} agrees with the merged model on {e['verify']['agreement']:.1%} of "
+                              f"{e['verify']['questions']} questions" for e in files.summary.get("gguf", [])
+                              if "verify" in e)
+            return (f"exported `{name}` as {fmt_value} into `{folder}`{checked}", pd.DataFrame(rows, columns=["file", "MB",
                                                                                                      "agreement"]),
                     modelfiles[0].read_text(encoding="utf-8") if modelfiles else "",
-                    card_path.read_text(encoding="utf-8") if card_path.is_file() else "",
+                    _without_metadata(card_path.read_text(encoding="utf-8")) if card_path.is_file() else "",
                     [str(p) for p in every if p.stat().st_size <= DOWNLOADABLE])
 
         run.click(do_export, [source, fmt, quants, verify, out, overwrite],
@@ -82,3 +85,14 @@ def build(root: Root) -> None:
 def sources(root: Root) -> list[str]:
     """What can be exported: the run folders, then the adapter and model folders under the root."""
     return [*root.runs(), *[m for m in root.models() if not m.endswith(".gguf")]]
+
+
+def _without_metadata(card: str) -> str:
+    """A model card's text without its YAML header (the Hub reads that; a reader wants what follows).
+
+    >>> _without_metadata("---\\ntags: [x]\\n---\\n# Title\\n")
+    '# Title\\n'
+    """
+    if card.startswith("---\n") and (end := card.find("\n---\n", 4)) != -1:
+        return card[end + 5:]
+    return card

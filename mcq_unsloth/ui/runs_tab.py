@@ -1,6 +1,7 @@
 """The Runs tab: every run folder under the root with what it is now (running, finished, failed with its error,
 stopped with its last checkpoint), read from the folders themselves when the page loads and every few seconds, so
-that a reload, a second tab or a restarted server shows the same runs; a run's summary and curves."""
+that a reload, a second tab or a restarted server shows the same runs; a run's summary and curves; runs compared
+side by side (``mu.compare_runs``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 import mcq_unsloth as mu
 
 from ..errors import USER_ERRORS
-from ..records import finished_summary, run_status
+from ..records import finished_summary, progress_line, read_progress, run_status
 from .roots import Root
 
 REFRESH_S = 5
@@ -26,12 +27,22 @@ def build(root: Root, app: gr.Blocks) -> None:
             refresh = gr.Button("Refresh", scale=1)
         status = gr.Markdown(elem_id="runs-status")
         curves = gr.Plot(label="Curves", elem_id="runs-curves")
+        with gr.Accordion("Compare runs side by side", open=False):
+            compared = gr.Dropdown(choices=root.runs(), multiselect=True, label="Two runs or more",
+                                   elem_id="runs-compare-pick")
+            compare = gr.Button("Compare", elem_id="runs-compare")
+            compare_status = gr.Markdown(elem_id="runs-compare-status")
+            overlaid = gr.Plot(label="Curves overlaid", elem_id="runs-compare-curves")
+            differing = gr.Dataframe(label="The settings that differ", interactive=False,
+                                     elem_id="runs-compare-settings")
+            finals = gr.Dataframe(label="Final figures", interactive=False, elem_id="runs-compare-metrics")
         timer = gr.Timer(REFRESH_S)
 
         def listing():
             runs = root.runs()
-            rows = [[run, *run_status(root.resolve(run))] for run in runs]
-            return pd.DataFrame(rows, columns=["run", "status", "detail"]), gr.update(choices=runs)
+            rows = [[run, *_status(root.resolve(run))] for run in runs]
+            return pd.DataFrame(rows, columns=["run", "status", "detail"]), gr.update(choices=runs), \
+                gr.update(choices=runs)
 
         def show(run: str | None):
             if not run:
@@ -49,14 +60,30 @@ def build(root: Root, app: gr.Blocks) -> None:
                 figure = None  # nothing logged yet
             return line, figure
 
+        def side_by_side(runs):
+            try:
+                comparison = mu.compare_runs([root.resolve(run) for run in runs or []])
+            except USER_ERRORS as error:
+                return f"**Error:** {error}", None, None, None
+            said = f"{len(runs)} runs" + ("" if len(comparison.settings) else ": the same settings")
+            return said, comparison.figure, comparison.settings, comparison.metrics
+
+        compare.click(side_by_side, compared, [compare_status, overlaid, differing, finals])
+
         def everything(run):
             return (*listing(), *show(run))
 
-        outputs = [table, picked, status, curves]
+        outputs = [table, picked, compared, status, curves]
         picked.change(show, picked, [status, curves])
         refresh.click(everything, picked, outputs)
         timer.tick(everything, picked, outputs)
         app.load(everything, picked, outputs)
+
+
+def _status(folder) -> tuple[str, str]:
+    """A run's state, and for a running one where it is."""
+    state, detail = run_status(folder)
+    return state, f"{detail}: {progress_line(read_progress(folder))}" if state == "running" else detail
 
 
 def _figure(value) -> str:

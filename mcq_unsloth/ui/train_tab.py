@@ -6,6 +6,7 @@ live from its folder (step, elapsed and remaining time, the curves, the log)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import replace
 from pathlib import Path
@@ -16,8 +17,9 @@ import mcq_unsloth as mu
 
 from ..config import Config, load_config
 from ..errors import USER_ERRORS, ConfigError
+from ..outputs import write_text
 from ..model.backends import resolve_backend
-from ..records import progress_line, read_progress, run_status
+from ..records import progress_line, read_history, read_progress, run_status
 from ..training.recipe_fields import RecipeField, as_yaml, library_fields, parse_yaml, recipe_fields
 from ..training.recipes import describe, shipped_recipes
 from . import jobs
@@ -25,8 +27,10 @@ from .roots import Root
 
 REFRESH_S = 2
 FIRST = "smoke"  # the recipe the form opens with
+FORM_FILE = ".mcq-unsloth/train-form.json"  # the form as last checked or started, under the root
 LOG_LINES = 30
 PER_ROW = 3  # inputs side by side
+WATCHED = ("loss", "eval_loss", "eval_accuracy", "reward", "frac_reward_zero_std", "kl")  # said in the status line
 SECTIONS = ("model", "lora", "data", "prompt", "train", "grpo")
 
 
@@ -77,9 +81,6 @@ def build(root: Root, app: gr.Blocks) -> None:
         log = gr.Textbox(label=f"The run's log (last {LOG_LINES} lines)", lines=8, max_lines=LOG_LINES,
                          interactive=False, elem_id="train-log", autoscroll=True)
         seen = gr.State(None)  # what the curves were drawn from, so an unchanged history is not drawn again
-        # The form as last checked or started, kept in the browser: a reload shows it again (the run itself is
-        # its folder's, whatever the browser keeps).
-        saved = gr.BrowserState(None, storage_key="mcq-unsloth-train-form")
         timer = gr.Timer(REFRESH_S)
 
         def pick_recipe(name):
@@ -105,17 +106,18 @@ def build(root: Root, app: gr.Blocks) -> None:
             lines = [x for x in (text or "").splitlines() if x.strip() and not x.startswith(f"{key}=")]
             return f"`{key}` (default {as_yaml(field.default)}): {field.help}", "\n".join([*lines, line])
 
-        def upload(path):
+        def upload(path):  # the upload box emptied again, ready for the next file
             if not path:
-                return gr.update()
+                return gr.update(), None
             try:
                 relative = root.save_upload(path, path)
             except USER_ERRORS as error:
                 gr.Warning(str(error))
-                return gr.update()
-            return gr.update(choices=recipe_choices(root), value=relative)
+                return gr.update(), None
+            return gr.update(choices=recipe_choices(root), value=relative), None
 
-        def restore(form):
+        def restore():
+            form = _read_form(root)
             if not form or form.get("recipe") not in recipe_choices(root) or len(form["values"]) != len(inputs):
                 return [gr.update()] * (3 + len(inputs) + len(accordions))
             task = form["values"][0] if every[0].key == "task" else None
@@ -124,27 +126,28 @@ def build(root: Root, app: gr.Blocks) -> None:
 
         def do_check(name, folder, text, *values):
             form = {"recipe": name, "out": folder, "trl": text, "values": list(values)}
+            _write_form(root, form)
             try:
                 sets = overrides(root, name, text, values)
                 shown = mu.show_recipe(str(recipe_file(root, name)), overrides=sets, resolved=True,
                                        out=root.resolve(folder))
             except USER_ERRORS as error:
-                return _problems(error), gr.update(), "", form
-            return "No problems: ready to start.", _command(name, folder, sets), shown, form
+                return _problems(error), gr.update(), ""
+            return "No problems: ready to start.", _command(name, folder, sets), shown
 
         def do_start(name, folder, text, replace, *values, resuming=False):
-            said, shown_command, shown, form = do_check(name, folder, text, *values)
+            said, shown_command, shown = do_check(name, folder, text, *values)
             if not said.startswith("No problems"):
-                return said, shown_command, shown, form
+                return said, shown_command, shown
             try:
                 sets = overrides(root, name, text, values)
                 # the name as the page lists it: the run's process, in the root, finds it as recipe_file does
                 jobs.start(root, name, folder, sets, resume=resuming, overwrite=bool(replace) and not resuming)
             except USER_ERRORS as error:
-                return _problems(error), shown_command, shown, form
+                return _problems(error), shown_command, shown
             verb = "Resumed" if resuming else "Started"
             return f"{verb}: the run trains in a process of its own; closing the page never stops it.", \
-                _command(name, folder, sets, resuming, bool(replace) and not resuming), shown, form
+                _command(name, folder, sets, resuming, bool(replace) and not resuming), shown
 
         def do_resume(name, folder, text, replace, *values):
             return do_start(name, folder, text, False, *values, resuming=True)
@@ -172,6 +175,8 @@ def build(root: Root, app: gr.Blocks) -> None:
                 line += f": {progress_line(read_progress(run_dir))}"
             history = run_dir / "history.jsonl"
             signature = (history.stat().st_mtime_ns, history.stat().st_size) if history.is_file() else None
+            if signature is not None and (logged := last_logged(read_history(run_dir))):
+                line += "  \nlast logged: " + logged
             if signature == drawn:
                 return line, gr.update(), text, drawn
             try:
@@ -182,9 +187,9 @@ def build(root: Root, app: gr.Blocks) -> None:
 
         recipe_outputs = [about, out, trl_pick, trl_text, *inputs, *accordions.values()]
         recipe.input(pick_recipe, recipe, recipe_outputs)  # the user's choice only: a restored form stays
-        uploaded.upload(upload, uploaded, recipe).then(pick_recipe, recipe, recipe_outputs)
+        uploaded.upload(upload, uploaded, [recipe, uploaded]).then(pick_recipe, recipe, recipe_outputs)
         trl_pick.input(pick_trl, [trl_pick, trl_text], [trl_help, trl_text])
-        said = [problems, command, resolved, saved]
+        said = [problems, command, resolved]
         check.click(do_check, [recipe, out, trl_text, *inputs], said)
         start.click(do_start, [recipe, out, trl_text, overwrite, *inputs], said)
         resume.click(do_resume, [recipe, out, trl_text, overwrite, *inputs], said)
@@ -192,7 +197,7 @@ def build(root: Root, app: gr.Blocks) -> None:
         outputs = [status, curves, log, seen]
         timer.tick(watch, [out, seen], outputs)
         out.change(lambda folder: watch(folder, None), out, outputs)
-        app.load(restore, saved, [recipe, out, trl_text, *inputs, *accordions.values()]).then(
+        app.load(restore, None, [recipe, out, trl_text, *inputs, *accordions.values()]).then(
             lambda folder: watch(folder, None), out, outputs)
 
 
@@ -245,6 +250,21 @@ def overrides(root: Root, name: str, trl_text: str, values) -> list[str]:
     return sets
 
 
+def last_logged(history: list[dict]) -> str:
+    """The latest value of each curve the tab draws, with its step.
+
+    >>> last_logged([{"loss": 2.0, "step": 5}, {"eval_accuracy": 0.5, "step": 5}, {"loss": 1.5, "step": 10}])
+    'loss 1.5 (step 10), eval_accuracy 0.5 (step 5)'
+    """
+    latest: dict[str, tuple] = {}
+    for row in history:
+        for key, value in row.items():
+            if (key in WATCHED or key.startswith("rewards/") and key.endswith("/mean")) and "step" in row:
+                latest[key] = (value, row["step"])
+    return ", ".join(f"{key} {value:.4g} (step {step})" for key, (value, step) in latest.items()
+                     if isinstance(value, (int, float)))
+
+
 # --- helpers ------------------------------------------------------------------------------------------
 
 def _input(field: RecipeField):
@@ -273,6 +293,23 @@ def _read(field: RecipeField, raw):
     if field.kind == "int" and raw is not None:
         return int(raw)
     return raw
+
+
+def _write_form(root: Root, form: dict) -> None:
+    """Keep the form as last checked or started under the root: a reload, another tab or a restarted server shows
+    it again (the browser keeps nothing)."""
+    try:
+        root.resolve(FORM_FILE).parent.mkdir(exist_ok=True)
+        write_text(root.resolve(FORM_FILE), json.dumps(form, ensure_ascii=False) + "\n")
+    except OSError:
+        pass  # an unwritable root: the form is then not kept, and everything else works
+
+
+def _read_form(root: Root) -> dict | None:
+    try:
+        return json.loads(root.resolve(FORM_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _shadowed(root: Root, name: str) -> bool:
