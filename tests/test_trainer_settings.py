@@ -211,3 +211,18 @@ def test_an_example_longer_than_max_seq_length_stops_padding_free_and_packed_run
         lengths.check(packed, [short, long], "q.csv")
     assert "row 3" in str(raised.value)
     lengths.check(packed, [short], "q.csv")  # a short example passes
+
+
+def test_every_setting_the_page_shows_has_its_help_and_default_and_the_form_round_trips():
+    from mcq_unsloth.config import Config, valid_keys
+    from mcq_unsloth.training.recipe_fields import library_fields, recipe_fields
+
+    fields = recipe_fields(Config(task="grpo"))
+    assert [f.key for f in fields] == valid_keys()  # the form is the configuration, key for key
+    assert [f.key for f in fields if not f.help] == []
+    assert {f.key: f.kind for f in fields}["train.optim"] == "choice"  # TRL's enum, as a list to pick from
+    learning_rate = next(f for f in fields if f.key == "train.learning_rate")
+    assert learning_rate.override(2e-4) is None and learning_rate.override(1e-3) == "train.learning_rate=0.001"
+    names = {f.key for f in library_fields("grpo")}
+    assert "grpo.loss_type" in names and "train.neftune_noise_alpha" in names
+    assert not names & {"train.output_dir", "train.bf16", "grpo.use_vllm"}  # the toolkit's own: not offered

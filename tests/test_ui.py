@@ -3,6 +3,7 @@ a wrong password gets nothing), and the page itself driven in a real headless Ch
 Playwright's ``executable_path``) with every request that leaves the app's own address recorded and refused.
 ``pytest tests/test_ui.py --screenshots docs/ui`` writes the screenshots the README shows."""
 
+import json
 import os
 import re
 import select
@@ -288,12 +289,16 @@ def _pick(page, element: str, option: str) -> None:
 
 
 def _said(page, element: str, text: str, seconds: float = 300) -> str:
-    """The text of ``element`` once it shows ``text`` (or an error, which fails the test at once)."""
-    box = page.locator(f"#{element}")
-    box.get_by_text(text).or_(box.get_by_text("Error")).first.wait_for(timeout=seconds * 1000)
-    said = box.inner_text()
-    assert "Error" not in said or "Error" in text, said
-    return said
+    """The text of ``element`` once it shows ``text``; an error shown there once the page is done fails at once."""
+    box, began = page.locator(f"#{element}"), time.monotonic()
+    while time.monotonic() - began < seconds:
+        said = box.inner_text()
+        if text in said:
+            return said
+        if "Error" in said and "processing" not in said and time.monotonic() - began > 3:  # not the last one's
+            raise AssertionError(said)
+        time.sleep(0.25)
+    raise AssertionError(f"not within {seconds} s: {box.inner_text()}")
 
 
 @pytest.mark.slow
@@ -374,3 +379,96 @@ def test_the_workflow_in_the_page_data_train_runs_evaluate_ask_export(tmp_path, 
     assert "FROM" in page.locator("#export-modelfile").inner_text()
     _shoot(page, request, "export")
     assert elsewhere == []
+
+
+@pytest.mark.slow
+def test_grpo_from_the_page_shows_its_reward_curve(tmp_path, serve, browser, request):
+    from helpers import QUICK
+
+    root = tmp_path / "root"
+    ok(run("recipe", "smoke", "--out", root / "runs" / "smoke", *[a for o in QUICK for a in ("--set", o)]))
+    page, elsewhere = _open(browser, serve(root))
+    page.get_by_role("tab", name="Train").click()
+    _pick(page, "train-recipe", "grpo_smoke")
+    _wait_for(lambda: page.locator("#train-out textarea, #train-out input").first.input_value() == "runs/grpo_smoke")
+    assert page.locator("#train-grpo").is_visible()  # the GRPO section, for a GRPO recipe
+    for key, value in {"train.max_steps": "4", "train.logging_steps": "1", "train.eval_steps": "2",
+                       "train.per_device_train_batch_size": "8", "data.train": "synth-held-out:32",
+                       "data.validation": "synth-held-out:8"}.items():
+        _set(page, key, value)
+    _set(page, "model.name", "/elsewhere/adapter")
+    page.locator("#train-check").click()
+    assert "outside" in _said(page, "train-problems", "Error")  # the page reads nothing outside its root
+    _set(page, "model.name", "runs/smoke/adapter")
+    page.locator("#train-start").click()
+    _said(page, "train-problems", "Started")
+    assert "rewards/correct/mean" in _said(page, "train-status", "finished", seconds=300)
+    page.locator("#train-curves img, #train-curves canvas, #train-curves svg").first.wait_for(timeout=30_000)
+    _shoot(page, request, "train_grpo")
+    history = [json.loads(line) for line in (root / "runs/grpo_smoke/history.jsonl").read_text().splitlines()]
+    assert any("rewards/correct/mean" in row for row in history) and any("kl" in row for row in history)
+    assert elsewhere == []
+
+
+@pytest.mark.slow
+def test_a_killed_server_leaves_the_run_going_and_two_tabs_start_it_once(tmp_path, serve, browser):
+    import signal
+
+    from mcq_unsloth.records import read_history, run_status
+
+    root = tmp_path / "root"
+    root.mkdir()
+    folder = root / "runs" / "smoke"
+    long = {"train.max_steps": "400", "train.logging_steps": "2", "train.save_steps": "4", "train.eval_steps": "1000",
+            "data.train": "synth:200", "data.validation": "synth-held-out:8"}
+    url = serve(root)
+    first, elsewhere = _open(browser, url)
+    second, elsewhere_too = _open(browser, url)
+    for page in (first, second):  # the same run, set up in two tabs
+        page.get_by_role("tab", name="Train").click()
+        for key, value in long.items():
+            _set(page, key, value)
+    first.locator("#train-start").click()
+    second.locator("#train-start").click()
+    said = [_wait_for(lambda page=page: (t := page.locator("#train-problems").inner_text()) and "processing" not in t
+                      and t) for page in (first, second)]
+    assert sorted("Started" in s for s in said) == [False, True], said  # one run: the other start refused
+    assert any("is still running" in s or "is being trained by" in s for s in said), said
+    log = (root / "runs" / "smoke.log").read_text()
+    assert log.count("$ mcq-unsloth recipe smoke") == 1
+
+    _wait_for(lambda: run_status(folder)[0] == "running" and (folder / "history.jsonl").is_file()
+              and read_history(folder))
+    (server,) = _servers(root)
+    os.kill(server, signal.SIGKILL)  # the page's server dies mid-training
+    time.sleep(3)
+    assert run_status(folder)[0] == "running"  # the run goes on
+    steps = len(read_history(folder))
+    _wait_for(lambda: len(read_history(folder)) > steps)
+
+    page, _ = _open(browser, serve(root))  # a new server finds it running, and stops it as Ctrl-C
+    page.get_by_role("tab", name="Train").click()
+    _said(page, "train-status", "running")
+    page.locator("#train-stop").click()
+    _said(page, "train-problems", "asked process")
+    assert "last complete checkpoint: checkpoint-" in _said(page, "train-status", "stopped", seconds=120)
+    page.locator("#train-resume").click()
+    _said(page, "train-problems", "Resumed")
+    _said(page, "train-status", "running", seconds=120)
+    page.locator("#train-stop").click()
+    _said(page, "train-status", "stopped", seconds=120)
+    assert "resumed" in (folder / "run.json").read_text()
+    assert elsewhere == [] and elsewhere_too == []
+
+
+def _servers(root: Path) -> list[int]:
+    """The process ids of the ``mcq-unsloth ui`` servers serving ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ui" in command and str(root).encode() in command and b"mcq_unsloth" in command:
+            found.append(int(entry.name))
+    return found

@@ -71,8 +71,8 @@ def build(root: Root) -> None:
             checked = "".join(f"; {e['quant']} agrees with the merged model on {e['verify']['agreement']:.1%} of "
                               f"{e['verify']['questions']} questions" for e in files.summary.get("gguf", [])
                               if "verify" in e)
-            return (f"exported `{name}` as {fmt_value} into `{folder}`{checked}", pd.DataFrame(rows, columns=["file", "MB",
-                                                                                                     "agreement"]),
+            return (f"exported `{name}` as {fmt_value} into `{folder}`{checked}",
+                    pd.DataFrame(rows, columns=["file", "MB", "agreement"]),
                     modelfiles[0].read_text(encoding="utf-8") if modelfiles else "",
                     _without_metadata(card_path.read_text(encoding="utf-8")) if card_path.is_file() else "",
                     [str(p) for p in every if p.stat().st_size <= DOWNLOADABLE])

@@ -22,6 +22,8 @@ from .roots import Root
 # The processes this server started, by run folder: collected when they end (so that none lingers as a zombie),
 # and, until a process takes its folder's lock, what refuses a second start of the same run.
 _started: dict[Path, subprocess.Popen] = {}
+_stopping: set[Path] = set()  # the folders whose process was asked to stop: a new start waits for it to end
+STOP_WAIT_S = 60
 _starting = threading.Lock()
 
 
@@ -51,9 +53,16 @@ def start(root: Root, recipe: str, out: str, overrides: list[str] = (), resume: 
         reap()
         if (holder := writer(folder)) is not None:
             raise RunExists(f"{out} is being trained by {holder}; stop it first, or choose another run folder")
+        if folder in _stopping and folder in _started:  # asked to stop: it is ending, wait for it to be gone
+            try:
+                _started[folder].wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass
+            reap()
         if folder in _started:
-            raise RunExists(f"{out} was just started (process {_started[folder].pid}, still loading); stop it "
-                            f"first, or choose another run folder")
+            raise RunExists(f"{out}: the process this page started for it ({_started[folder].pid}) is still running "
+                            f"(loading, or ending); stop it first, wait, or choose another run folder")
+        _stopping.discard(folder)
         log = log_file(folder)
         log.parent.mkdir(parents=True, exist_ok=True)
         command = recipe_command(recipe_path, str(folder), overrides, resume, overwrite)
@@ -73,6 +82,7 @@ def stop(root: Root, out: str) -> str:
     state, holder = run_status(folder)
     reap()
     if state != "running" and folder in _started:  # started here, still loading: before any checkpoint
+        _stopping.add(folder)
         os.kill(_started[folder].pid, signal.SIGINT)
         return f"asked process {_started[folder].pid} to stop while it loads: nothing was trained yet"
     if state != "running":
@@ -80,6 +90,7 @@ def stop(root: Root, out: str) -> str:
     pid, host = lock_path(folder).read_text(encoding="utf-8").split()
     if host != socket.gethostname():
         raise RunExists(f"{out} is trained by {holder}, on another machine: stop it there")
+    _stopping.add(folder)
     os.kill(int(pid), signal.SIGINT)
     return f"asked {holder} to stop; its last complete checkpoint stays, and resume continues from it"
 

@@ -129,6 +129,7 @@ def build(root: Root, app: gr.Blocks) -> None:
             _write_form(root, form)
             try:
                 sets = overrides(root, name, text, values)
+                inside_root(root, load_config(recipe_file(root, name), sets))
                 shown = mu.show_recipe(str(recipe_file(root, name)), overrides=sets, resolved=True,
                                        out=root.resolve(folder))
             except USER_ERRORS as error:
@@ -263,6 +264,16 @@ def last_logged(history: list[dict]) -> str:
                 latest[key] = (value, row["step"])
     return ", ".join(f"{key} {value:.4g} (step {step})" for key, (value, step) in latest.items()
                      if isinstance(value, (int, float)))
+
+
+def inside_root(root: Root, config: Config) -> None:
+    """Refuse a recipe whose model or questions are files outside the root (the page reads nothing else; a
+    Hub id, ``tiny:``, ``shipped:`` and ``synth:`` names are not files)."""
+    named = [config.model.name, config.data.train, config.data.validation]
+    for name in filter(None, named):
+        if not name.startswith(("tiny:", "shipped:", "synth:", "synth-held-out:")) and (
+                Path(name).is_absolute() or ".." in Path(name).parts or (root.folder / name).exists()):
+            root.resolve(name)  # raises OutsideRoot for one leading out
 
 
 # --- helpers ------------------------------------------------------------------------------------------
