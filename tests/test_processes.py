@@ -183,7 +183,7 @@ def test_smoke_in_two_processes_writes_one_run_and_resumes_in_one(backend, learn
     record = json.loads((run / "run.json").read_text())
     assert record["processes"] == 2 and record["effective_batch"] == 16 == trained["effective_batch"]
     assert sorted(p.name for p in run.iterdir()) == ["adapter", "checkpoints", "config.yaml", "history.jsonl",
-                                                     "run.json", "train_curves.png", "validation.jsonl"]
+                                                     "progress.json", "run.json", "train_curves.png", "validation.jsonl"]
     assert sorted(p.name for p in (run / "checkpoints" / "checkpoint-3").glob("rng_state*")) == \
         ["rng_state_0.pth", "rng_state_1.pth"]
     # the accuracy measured during training on each process's half equals one process measuring the adapter

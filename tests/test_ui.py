@@ -458,6 +458,8 @@ def test_a_killed_server_leaves_the_run_going_and_two_tabs_start_it_once(tmp_pat
     page.locator("#train-stop").click()
     _said(page, "train-status", "stopped", seconds=120)
     assert "resumed" in (folder / "run.json").read_text()
+    page.locator("#train-start").click()  # a fresh start over the stopped run: asked first, never replaced
+    assert "holds a run: resume it" in _said(page, "train-problems", "holds a run")
     assert elsewhere == [] and elsewhere_too == []
 
 

@@ -140,6 +140,9 @@ def build(root: Root, app: gr.Blocks) -> None:
             said, shown_command, shown = do_check(name, folder, text, *values)
             if not said.startswith("No problems"):
                 return said, shown_command, shown
+            if not resuming and not replace and (root.resolve(folder) / "run.json").is_file():
+                return (f"**Error:** {folder} holds a run: resume it, tick \"Replace the run folder\", or choose "
+                        f"another run folder"), shown_command, shown
             try:
                 sets = overrides(root, name, text, values)
                 # the name as the page lists it: the run's process, in the root, finds it as recipe_file does
