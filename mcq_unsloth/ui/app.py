@@ -20,10 +20,10 @@ def build_app(root: Root) -> gr.Blocks:
     """The page for the folder ``root``: its tabs, each built by its own module."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         gr.Markdown(f"# {TITLE}\nServing `{root.folder}`: every file the page reads or writes is under it.")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             data_tab.build(root)
-            train_tab.build(root, app)
-            runs_tab.build(root, app)
+            train_tab.build(root, app, tabs)
+            runs_tab.build(root, app, tabs)
             evaluate_tab.build(root)
             ask_tab.build(root)
             export_tab.build(root)

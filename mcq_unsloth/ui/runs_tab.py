@@ -13,13 +13,14 @@ import mcq_unsloth as mu
 from ..errors import USER_ERRORS
 from ..records import finished_summary, progress_line, read_progress, run_status
 from .roots import Root
+from .timers import tab_timer, unchanged
 
 REFRESH_S = 5
 SUMMARY = ("steps", "train_loss", "eval_loss", "eval_accuracy", "seconds", "backend")
 
 
-def build(root: Root, app: gr.Blocks) -> None:
-    with gr.Tab("Runs", id="runs"):
+def build(root: Root, app: gr.Blocks, tabs: gr.Tabs) -> None:
+    with gr.Tab("Runs", id="runs") as tab:
         table = gr.Dataframe(headers=["run", "status", "detail"], interactive=False, elem_id="runs-table",
                              label="Run folders under the root")
         with gr.Row():
@@ -36,17 +37,20 @@ def build(root: Root, app: gr.Blocks) -> None:
             differing = gr.Dataframe(label="The settings that differ", interactive=False,
                                      elem_id="runs-compare-settings")
             finals = gr.Dataframe(label="Final figures", interactive=False, elem_id="runs-compare-metrics")
-        timer = gr.Timer(REFRESH_S)
+        timer = tab_timer(tabs, "Runs", REFRESH_S)
+        shown = gr.State(None)  # what the page shows: the listing, the run's line and what its curves were drawn from
 
         def listing():
             runs = root.runs()
             rows = [[run, *_status(root.resolve(run))] for run in runs]
-            return pd.DataFrame(rows, columns=["run", "status", "detail"]), gr.update(choices=runs), \
+            return rows, pd.DataFrame(rows, columns=["run", "status", "detail"]), gr.update(choices=runs), \
                 gr.update(choices=runs)
 
-        def show(run: str | None):
+        def show(run: str | None, drawn_from=""):
+            """The run's line, its curves (no update when ``drawn_from``, the history's signature, is unchanged),
+            and the signature."""
             if not run:
-                return "", None
+                return "", unchanged(None, drawn_from), None
             folder = root.resolve(run)
             state, detail = run_status(folder)
             line = f"`{run}`: **{state}** ({detail})"
@@ -54,11 +58,15 @@ def build(root: Root, app: gr.Blocks) -> None:
                 summary = finished_summary(folder)
                 line += "  \n" + ", ".join(f"{key} {_figure(summary[key])}" for key in SUMMARY
                                             if summary.get(key) is not None)
+            history = folder / "history.jsonl"
+            signature = (run, history.stat().st_mtime_ns, history.stat().st_size) if history.is_file() else None
+            if signature == drawn_from:
+                return line, gr.update(), signature
             try:
                 figure = mu.plot_run(folder)
             except USER_ERRORS:
                 figure = None  # nothing logged yet
-            return line, figure
+            return line, figure, signature
 
         def side_by_side(runs):
             try:
@@ -70,14 +78,20 @@ def build(root: Root, app: gr.Blocks) -> None:
 
         compare.click(side_by_side, compared, [compare_status, overlaid, differing, finals])
 
-        def everything(run):
-            return (*listing(), *show(run))
+        def everything(run, before=None):
+            rows, frame, runs, runs_too = listing()
+            shown_rows, shown_line, drawn_from = before or (None, None, "")
+            line, figure, signature = show(run, drawn_from)
+            if rows == shown_rows:
+                frame, runs, runs_too = gr.update(), gr.update(), gr.update()
+            return frame, runs, runs_too, unchanged(line, shown_line), figure, (rows, line, signature)
 
-        outputs = [table, picked, compared, status, curves]
-        picked.change(show, picked, [status, curves])
-        refresh.click(everything, picked, outputs)
-        timer.tick(everything, picked, outputs)
-        app.load(everything, picked, outputs)
+        outputs = [table, picked, compared, status, curves, shown]
+        picked.change(lambda run: everything(run), picked, outputs)
+        refresh.click(lambda run: everything(run), picked, outputs)
+        timer.tick(everything, [picked, shown], outputs, show_progress="hidden", queue=False)
+        tab.select(lambda run: everything(run), picked, outputs)
+        app.load(lambda run: everything(run), picked, outputs)
 
 
 def _status(folder) -> tuple[str, str]:

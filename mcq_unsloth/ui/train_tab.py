@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,8 +25,12 @@ from ..training.recipe_fields import RecipeField, as_yaml, library_fields, parse
 from ..training.recipes import describe, shipped_recipes
 from . import jobs
 from .roots import Root
+from .timers import tab_timer, unchanged
 
-REFRESH_S = 2
+REFRESH_S = 2  # the status line (step, times, the last logged values) and the log, while the Train tab is shown
+# The curves, redrawn at most this often while a run trains (at once when it ends): a redraw is about 0.2 s of
+# CPU, and on a 2-core machine redrawing on every tick made the run the page watched a quarter slower.
+CURVES_S = 4
 FIRST = "smoke"  # the recipe the form opens with
 FORM_FILE = ".mcq-unsloth/train-form.json"  # the form as last checked or started, under the root
 LOG_LINES = 30
@@ -34,12 +39,12 @@ WATCHED = ("loss", "eval_loss", "eval_accuracy", "reward", "frac_reward_zero_std
 SECTIONS = ("model", "lora", "data", "prompt", "train", "grpo")
 
 
-def build(root: Root, app: gr.Blocks) -> None:
+def build(root: Root, app: gr.Blocks, tabs: gr.Tabs) -> None:
     resolve_backend("auto", training=True)  # Unsloth, when it imports, before TRL (whose help texts the form shows)
     # Every key (the grpo section shows for GRPO recipes only), with the first recipe's values.
     first = {f.key: f.value for f in recipe_fields(load_config(recipe_file(root, FIRST)))}
     every = [replace(f, value=first.get(f.key, f.default)) for f in recipe_fields(Config(task="grpo"))]
-    with gr.Tab("Train", id="train"):
+    with gr.Tab("Train", id="train") as tab:
         with gr.Row():
             recipe = gr.Dropdown(choices=recipe_choices(root), value=FIRST, scale=3, elem_id="train-recipe",
                                  label="Recipe: a shipped one, or a YAML file under the root")
@@ -80,8 +85,10 @@ def build(root: Root, app: gr.Blocks) -> None:
         curves = gr.Plot(label="Curves, every point logged", elem_id="train-curves")
         log = gr.Textbox(label=f"The run's log (last {LOG_LINES} lines)", lines=8, max_lines=LOG_LINES,
                          interactive=False, elem_id="train-log", autoscroll=True)
-        seen = gr.State(None)  # what the curves were drawn from, so an unchanged history is not drawn again
-        timer = gr.Timer(REFRESH_S)
+        # What the page shows (the history the curves were drawn from, the status, the log, when the curves were
+        # drawn): an unchanged part is not sent again.
+        seen = gr.State(None)
+        timer = tab_timer(tabs, "Train", REFRESH_S)
 
         def pick_recipe(name):
             try:
@@ -171,8 +178,11 @@ def build(root: Root, app: gr.Blocks) -> None:
 
         def watched(run_dir: Path, drawn):
             text = _tail(jobs.log_file(run_dir))
+            drawn_from, shown_line, shown_text = drawn[:3] if drawn else ("", None, None)  # "": nothing drawn yet
             if not run_dir.is_dir():
-                return ("no run in this folder yet", None, text, None) if text else ("", None, "", None)
+                line = "no run in this folder yet" if text else ""
+                return unchanged(line, shown_line), unchanged(None, drawn_from), unchanged(text, shown_text), \
+                    (None, line, text, 0.0)
             state, detail = run_status(run_dir)
             line = f"**{state}** ({detail})"
             if state == "running":
@@ -181,13 +191,15 @@ def build(root: Root, app: gr.Blocks) -> None:
             signature = (history.stat().st_mtime_ns, history.stat().st_size) if history.is_file() else None
             if signature is not None and (logged := last_logged(read_history(run_dir))):
                 line += "  \nlast logged: " + logged
-            if signature == drawn:
-                return line, gr.update(), text, drawn
-            try:
-                figure = mu.plot_run(run_dir)
-            except USER_ERRORS:
-                figure = None
-            return line, figure, text, signature
+            figure, drawn_at = gr.update(), drawn[3] if drawn else 0.0
+            if signature != drawn_from and (state != "running" or time.monotonic() - drawn_at >= CURVES_S):
+                try:
+                    figure = mu.plot_run(run_dir)
+                except USER_ERRORS:
+                    figure = None
+                drawn_from, drawn_at = signature, time.monotonic()
+            return unchanged(line, shown_line), figure, unchanged(text, shown_text), \
+                (drawn_from, line, text, drawn_at)
 
         recipe_outputs = [about, out, trl_pick, trl_text, *inputs, *accordions.values()]
         recipe.input(pick_recipe, recipe, recipe_outputs)  # the user's choice only: a restored form stays
@@ -199,8 +211,9 @@ def build(root: Root, app: gr.Blocks) -> None:
         resume.click(do_resume, [recipe, out, trl_text, overwrite, *inputs], said)
         stop.click(do_stop, out, problems)
         outputs = [status, curves, log, seen]
-        timer.tick(watch, [out, seen], outputs)
+        timer.tick(watch, [out, seen], outputs, show_progress="hidden", queue=False)
         out.change(lambda folder: watch(folder, None), out, outputs)
+        tab.select(lambda folder: watch(folder, None), out, outputs)
         app.load(restore, None, [recipe, out, trl_text, *inputs, *accordions.values()]).then(
             lambda folder: watch(folder, None), out, outputs)
 
