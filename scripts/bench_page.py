@@ -6,15 +6,17 @@ and ``mcq-unsloth recipe smoke`` timed watched by the page and unwatched, in rou
     .venv/bin/python scripts/bench_page.py [--rounds 3] [--out runs/bench-page] [--set KEY=VALUE ...]
 
 Both ways start the same command in the same root, with the page's server up; "watched" has the page open on
-the Train tab showing that run folder (its 2 s timer and the Runs tab's 5 s one ticking), "unwatched" has no page
-open. A thread reads ``history.jsonl`` every 20 ms in both ways, to know when each row was written. Prints a
-table last; the raw figures go to OUT/page.json. A developer's benchmark (it needs the ``dev`` extra's
+the Train tab showing that run folder (its 2 s timer ticking), "unwatched" has no page open. A thread reads
+``history.jsonl`` every 20 ms in both ways, to know when each row was written. The CPU seconds the page's server
+and the browser used while each run trained are counted too (from /proc): on a machine where training uses every
+core, that is the time the page takes from it. Prints a table last; the raw figures go to OUT/page.json. A developer's benchmark (it needs the ``dev`` extra's
 Playwright and ``/usr/bin/chromium``), as the page's tests are."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import select
 import socket
@@ -73,7 +75,7 @@ def main() -> int:
             for index in range(args.rounds):
                 ways = ("watched", "unwatched") if index % 2 == 0 else ("unwatched", "watched")
                 for way in ways:
-                    results["runs"].append(_timed_run(browser, url, root, f"runs/{way}-{index + 1}", way, args.set))
+                    results["runs"].append(_timed_run(browser, url, server, root, f"runs/{way}-{index + 1}", way, args.set))
                     print(_run_line(results["runs"][-1]), flush=True)
             browser.close()
     finally:
@@ -114,7 +116,8 @@ def _open(browser, url: str):
     return page, time.monotonic() - began
 
 
-def _timed_run(browser, url: str, root: Path, folder: str, way: str, sets: list[str]) -> dict:
+def _timed_run(browser, url: str, server: subprocess.Popen, root: Path, folder: str, way: str,
+               sets: list[str]) -> dict:
     page = None
     if way == "watched":
         page, _ = _open(browser, url)
@@ -127,9 +130,12 @@ def _timed_run(browser, url: str, root: Path, folder: str, way: str, sets: list[
     poller.start()
     command = [sys.executable, "-m", "mcq_unsloth", "recipe", "smoke", "--out", folder,
                *[part for s in sets for part in ("--set", s)]]
+    cpu_before = _cpu_seconds(server)
     began = time.monotonic()
     done = subprocess.run(command, cwd=root, capture_output=True, text=True)
     wall = time.monotonic() - began
+    cpu = {name: round(sum(after - cpu_before[name].get(pid, 0.0) for pid, after in used.items()), 2)
+           for name, used in _cpu_seconds(server).items()}
     if done.returncode:
         raise SystemExit(f"bench_page: {' '.join(command)} failed:\n{done.stderr[-2000:]}")
     seen = []
@@ -142,7 +148,26 @@ def _timed_run(browser, url: str, root: Path, folder: str, way: str, sets: list[
     history = [json.loads(line) for line in (root / folder / "history.jsonl").read_text().splitlines()]
     runtime = next(row["train_runtime"] for row in reversed(history) if "train_runtime" in row)
     return {"folder": folder, "way": way, "wall_s": round(wall, 2), "train_runtime_s": runtime,
+            "server_cpu_s": cpu["server"], "browser_cpu_s": cpu["browser"],
             "delays": _delays(rows, seen) if page is not None else []}
+
+
+def _cpu_seconds(server: subprocess.Popen) -> dict[str, dict[int, float]]:
+    """CPU seconds (user and system) so far of the page's server and of each of the browser's processes, by pid."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {"server": {}, "browser": {}}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # a process that ended meanwhile
+            continue
+        name, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        pid, seconds = int(stat.parent.name), (int(fields[11]) + int(fields[12])) / tick
+        if pid == server.pid:
+            used["server"][pid] = seconds
+        elif name.startswith(("chromium", "chrome")):
+            used["browser"][pid] = seconds
+    return used
 
 
 def _poll_history(file: Path, rows: list, stop: threading.Event) -> None:
@@ -186,7 +211,8 @@ def _delays(rows: list, seen: list) -> list[dict]:
 
 
 def _run_line(run: dict) -> str:
-    line = f"{run['folder']}: {run['wall_s']} s in all, train_runtime {run['train_runtime_s']} s"
+    line = (f"{run['folder']}: {run['wall_s']} s in all, train_runtime {run['train_runtime_s']} s, CPU s: "
+            f"server {run['server_cpu_s']}, browser {run['browser_cpu_s']}")
     if run["delays"]:
         line += f", {len(run['delays'])} values shown, median delay {_median(run['delays'], 'text_s')} s"
     return line
@@ -202,7 +228,8 @@ def _table(results: dict) -> str:
     lines = [f"server start {results['server_start_s']} s; first load of the page {loads[0]} s "
              f"(then {', '.join(map(str, loads[1:]))} s)", "",
              "| round | way | recipe smoke, s in all | train_runtime s | values shown | delay to the status line, "
-             "median (max) s | to the curve, median (max) s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "median (max) s | to the curve, median (max) s | CPU s: server, browser |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run in results["runs"]:
         delays = run["delays"]
         text = f"{_median(delays, 'text_s')} ({max(d['text_s'] for d in delays)})" if delays else ""
@@ -210,11 +237,12 @@ def _table(results: dict) -> str:
         curve = f"{_median(delays, 'curve_s')} ({max(curves)})" if curves else ""
         round_ = run["folder"].rsplit("-", 1)[1]
         lines.append(f"| {round_} | {run['way']} | {run['wall_s']} | {run['train_runtime_s']} | {len(delays) or ''} "
-                     f"| {text} | {curve} |")
-    for key in ("wall_s", "train_runtime_s"):
+                     f"| {text} | {curve} | {run['server_cpu_s']}, {run['browser_cpu_s']} |")
+    for key in ("wall_s", "train_runtime_s", "server_cpu_s", "browser_cpu_s"):
         watched = statistics.median(r[key] for r in results["runs"] if r["way"] == "watched")
         unwatched = statistics.median(r[key] for r in results["runs"] if r["way"] == "unwatched")
-        lines.append(f"\n{key}: watched/unwatched, medians {watched:.2f}/{unwatched:.2f} = {watched / unwatched:.3f}")
+        ratio = f" = {watched / unwatched:.3f}" if key.endswith("runtime_s") or key == "wall_s" else ""
+        lines.append(f"\n{key}: watched/unwatched, medians {watched:.2f}/{unwatched:.2f}{ratio}")
     return "\n".join(lines)
 
 
